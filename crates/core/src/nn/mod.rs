@@ -1,0 +1,18 @@
+//! Trainable layers that Candle lacks, or whose fused kernels silently drop gradients.
+//!
+//! Every layer here is built from differentiable basic ops and has a finite-difference gradient
+//! test in f64 (see `crate::gradcheck`).
+
+mod attention;
+mod dropout;
+mod gradient_reversal;
+mod layer_norm;
+mod sequential;
+mod softmax;
+
+pub use attention::{causal_mask, MultiHeadAttention};
+pub use dropout::{dropout, Dropout, SharedRng};
+pub use gradient_reversal::{grad_reverse, GradientReversal};
+pub use layer_norm::{layer_norm, LayerNorm};
+pub use sequential::{seq_t, Activation, SequentialT};
+pub use softmax::{log_softmax, softmax, softmax_last};

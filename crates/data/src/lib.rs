@@ -1,0 +1,18 @@
+//! # zoo-data
+//!
+//! The data sets of candle-zoo and the machinery to feed them to a model reproducibly.
+//!
+//! - [`idx`]: reading and writing IDX files (the MNIST format), raw or gzip-compressed, with
+//!   errors that name the file, the byte offset and what was expected.
+//! - [`mnist`]: [`Mnist`], the full data set from a directory (see `scripts/fetch-data.sh`) and
+//!   the two subsets shipped in `data/mnist/`: the first 10,000 training images and the first
+//!   1,000 test images.
+//! - [`batch`]: [`Batcher`], a seeded mini-batch order whose position can be saved with a
+//!   checkpoint for an exact resume.
+
+pub mod batch;
+pub mod idx;
+pub mod mnist;
+
+pub use batch::{BatchPosition, Batcher};
+pub use mnist::{Mnist, Split};

@@ -1,0 +1,7 @@
+//! # zoo-eval
+//!
+//! Evaluation for candle-zoo: the MNIST [`judge`] classifier that scores generated digits and
+//! adapted features, and [`picture`]s (image grids, loss curves, confusion matrices).
+
+pub mod judge;
+pub mod picture;

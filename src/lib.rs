@@ -1,0 +1,36 @@
+//! # candle-zoo
+//!
+//! A model zoo of classic generative, domain-adaptation and sequence models on Candle.
+//!
+//! This crate bundles the workspace for applications and examples:
+//!
+//! - [`zoo_core`]: devices, seeded randomness, checkpoints, the weights manifest, verified hub
+//!   downloads, the training kit and shared trainable layers;
+//! - [`zoo_data`]: the data sets and reproducible batching;
+//! - [`zoo_eval`]: evaluation metrics;
+//! - [`demo`]: the gallery rendered by `zoo demo`.
+//!
+//! The `zoo` command-line tool lists, inspects, verifies and fetches the published checkpoints of
+//! `weights-manifest.toml`; run `zoo --help` for its commands.
+
+pub use zoo_core;
+pub use zoo_data;
+pub use zoo_eval;
+
+pub mod demo;
+
+/// Ends a command-line program: prints `error: ...` with the cause chain on stderr and returns a
+/// failure exit code, or success. Used by the `zoo` tool and every example binary, so that bad
+/// input gets a clear message instead of a panic or a debug dump.
+pub fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
