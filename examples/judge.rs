@@ -123,15 +123,28 @@ struct PredictArgs {
 fn train(a: TrainArgs) -> Result<()> {
     let dev = zoo_core::device(&a.data.device)?;
     let data = a.data.load(Split::Train)?;
-    let recipe = JudgeTrainConfig { epochs: a.epochs, batch_size: a.batch_size, lr: a.lr, lr_decay_per_epoch: a.lr_decay, seed: a.seed };
+    let recipe = JudgeTrainConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        lr_decay_per_epoch: a.lr_decay,
+        seed: a.seed,
+    };
     let n = data.len();
     let mut trainer = JudgeTrainer::new(&JudgeConfig::lenet(), recipe, data, &dev)?;
     let steps = trainer.total_steps();
     eprintln!("training the judge on {n} images: {steps} steps, run directory {}", a.run_dir.display());
-    let cfg = LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, steps) };
+    let cfg =
+        LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, steps) };
     let summary = run(&mut trainer, &cfg)?;
-    zoo_eval::picture::curve::plot_curves_from_jsonl(&cfg.log_path(), &["loss", "batch_accuracy"], &a.run_dir.join("curves.png"))?;
-    trainer.judge.save_with(&a.out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
+    zoo_eval::picture::curve::plot_curves_from_jsonl(
+        &cfg.log_path(),
+        &["loss", "batch_accuracy"],
+        &a.run_dir.join("curves.png"),
+    )?;
+    trainer
+        .judge
+        .save_with(&a.out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
     eprintln!("saved {} (curves in {})", a.out.display(), a.run_dir.join("curves.png").display());
     match a.data.load(Split::Test) {
         Ok(test) => {

@@ -1,9 +1,103 @@
-//! The gallery.
+//! The gallery rendered by `zoo demo`: for each published model, pictures made from its
+//! checkpoint on the data bundled in the repository, and one `index.html` that shows them.
+//!
+//! It runs offline on a fresh clone: bundled checkpoints come from `weights/`, data from `data/`.
 
-/// Renders the gallery into `out`.
-pub fn run(out: &std::path::Path) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the gallery is not available in this build: {}",
-        out.display()
-    )
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use zoo_core::checkpoint::ZooModel;
+use zoo_data::Mnist;
+use zoo_eval::judge::{evaluate, Judge};
+use zoo_eval::picture::{self, CORRECT_GREEN, WRONG_RED};
+
+/// One section of the gallery: a title, a paragraph and pictures (file name, caption).
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// Heading.
+    pub title: String,
+    /// A short paragraph (HTML allowed).
+    pub text: String,
+    /// Pictures written into the gallery directory, with captions.
+    pub pictures: Vec<(String, String)>,
+}
+
+/// Renders every section into `out` and writes `out/index.html`.
+pub fn run(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let dev = Device::Cpu;
+    let sections = vec![judge_section(out, &dev).context("judge section")?];
+    write_index(out, &sections)
+}
+
+/// The judge: its predictions on bundled MNIST test digits, its mistakes and its confusion matrix.
+pub fn judge_section(out: &Path, dev: &Device) -> Result<Section> {
+    let judge = Judge::from_pretrained("judge-mnist", dev)?;
+    let test = Mnist::bundled_test_slice()?;
+    let r = evaluate(&judge, &test, 250, dev)?;
+
+    let shown: Vec<usize> = (0..64).collect();
+    let (x, _) = test.batch(&shown, dev)?;
+    let labels: Vec<String> = shown.iter().map(|&i| r.predictions[i].to_string()).collect();
+    let colours: Vec<[u8; 3]> =
+        shown.iter().map(|&i| if r.predictions[i] == r.labels[i] { CORRECT_GREEN } else { WRONG_RED }).collect();
+    picture::grid::save_labelled_grid(&x, &labels, &colours, 16, &out.join("judge-predictions.png"))?;
+
+    let wrong: Vec<usize> = (0..test.len()).filter(|&i| r.predictions[i] != r.labels[i]).take(32).collect();
+    let mut pictures = vec![(
+        "judge-predictions.png".to_string(),
+        "The first 64 test digits, labelled with the judge's prediction (red: wrong).".to_string(),
+    )];
+    if !wrong.is_empty() {
+        let (xw, _) = test.batch(&wrong, dev)?;
+        let labels: Vec<String> = wrong.iter().map(|&i| format!("{}/{}", r.predictions[i], r.labels[i])).collect();
+        picture::grid::save_labelled_grid(&xw, &labels, &[WRONG_RED], 8, &out.join("judge-mistakes.png"))?;
+        pictures
+            .push(("judge-mistakes.png".into(), "Every misclassified digit of the slice, as predicted/true.".into()));
+    }
+    let matrix = picture::confusion::confusion_matrix(&r.labels, &r.predictions, 10)?;
+    picture::confusion::save_confusion_png(&matrix, &[], &out.join("judge-confusion.png"))?;
+    pictures.push(("judge-confusion.png".into(), "Confusion matrix (rows: true digit, columns: predicted).".into()));
+
+    // A check that what we show is what the model computes: probabilities sum to one.
+    let p = judge.probabilities(&x)?.sum(1)?.to_dtype(DType::F64)?;
+    let ones = Tensor::ones(64, DType::F64, dev)?;
+    let gap = p.sub(&ones)?.abs()?.max_all()?.to_scalar::<f64>()?;
+    anyhow::ensure!(gap < 1e-4, "judge probabilities do not sum to one (off by {gap})");
+
+    Ok(Section {
+        title: "Judge: MNIST classifier".into(),
+        text: format!(
+            "The LeNet-style judge (<code>judge-mnist</code>, {} parameters) that scores the zoo's generators. \
+             Accuracy on the bundled slice (the first {} digits of the MNIST <em>test</em> set): <b>{:.2} %</b> \
+             ({} mistakes).",
+            judge.num_params(),
+            test.len(),
+            100.0 * r.accuracy,
+            r.labels.len() - (r.accuracy * r.labels.len() as f64).round() as usize
+        ),
+        pictures,
+    })
+}
+
+fn write_index(out: &Path, sections: &[Section]) -> Result<()> {
+    let mut html = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>candle-zoo gallery</title>\n\
+         <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
+         figure{display:inline-block;margin:1em;vertical-align:top}figcaption{max-width:520px;font-size:90%}\
+         img{image-rendering:pixelated;border:1px solid #ccc}</style></head><body>\n<h1>candle-zoo gallery</h1>\n",
+    );
+    for s in sections {
+        let _ = writeln!(html, "<h2>{}</h2>\n<p>{}</p>", s.title, s.text);
+        for (file, caption) in &s.pictures {
+            let _ = writeln!(
+                html,
+                "<figure><img src=\"{file}\" alt=\"{caption}\"><figcaption>{caption}</figcaption></figure>"
+            );
+        }
+    }
+    html.push_str("</body></html>\n");
+    zoo_core::atomic::write_bytes_atomic(&out.join("index.html"), html.as_bytes())
 }

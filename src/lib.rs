@@ -34,3 +34,8 @@ pub fn exit_with(result: anyhow::Result<()>) -> std::process::ExitCode {
         }
     }
 }
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

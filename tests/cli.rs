@@ -80,14 +80,8 @@ fn info_of_an_unknown_id_fails_clearly() {
     let err = stderr(&o);
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("no-such-checkpoint"), "{err}");
-    assert!(
-        err.contains("known ids") || err.contains("no entries"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("backtrace"),
-        "{err}"
-    );
+    assert!(err.contains("known ids") || err.contains("no entries"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
 }
 
 #[test]
@@ -101,21 +95,14 @@ fn verify_and_info_on_a_good_temp_manifest() {
     let o = zoo(&["list"], Some(&manifest));
     assert!(o.status.success());
     let out = stdout(&o);
-    assert!(
-        out.contains("tiny") && out.contains("accuracy=0.25"),
-        "{out}"
-    );
+    assert!(out.contains("tiny") && out.contains("accuracy=0.25"), "{out}");
 
     let o = zoo(&["info", "tiny"], Some(&manifest));
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    for needle in [
-        "a tiny test checkpoint",
-        "train --tiny",
-        "eval --weights tiny --json",
-        "accuracy = 0.25",
-        "hidden = 2",
-    ] {
+    for needle in
+        ["a tiny test checkpoint", "train --tiny", "eval --weights tiny --json", "accuracy = 0.25", "hidden = 2"]
+    {
         assert!(out.contains(needle), "missing {needle}: {out}");
     }
 
@@ -161,10 +148,7 @@ fn malformed_manifest_is_a_clear_error() {
         assert_eq!(o.status.code(), Some(1), "{command}");
         let err = stderr(&o);
         assert!(err.starts_with("error: "), "{err}");
-        assert!(
-            err.contains("broken.toml") && err.contains("line 2"),
-            "{err}"
-        );
+        assert!(err.contains("broken.toml") && err.contains("line 2"), "{err}");
     }
     // The same through the global option.
     let o = zoo(&["--manifest", manifest.to_str().unwrap(), "list"], None);
@@ -192,23 +176,9 @@ fn fetch_of_an_uncached_hub_file_offline_fails_clearly() {
     );
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(
-        err.contains("not in the cache") && err.contains("offline"),
-        "{err}"
-    );
+    assert!(err.contains("not in the cache") && err.contains("offline"), "{err}");
 
-    let o = zoo(
-        &[
-            "fetch",
-            "--repo",
-            "org/name",
-            "--revision",
-            "main",
-            "--file",
-            "m",
-        ],
-        None,
-    );
+    let o = zoo(&["fetch", "--repo", "org/name", "--revision", "main", "--file", "m"], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("40 lowercase hex"), "{}", stderr(&o));
 }
@@ -219,10 +189,7 @@ fn help_explains_the_commands() {
     assert!(o.status.success());
     let out = stdout(&o);
     for command in ["list", "info", "verify", "fetch", "demo"] {
-        assert!(
-            out.contains(command),
-            "{command} missing from --help: {out}"
-        );
+        assert!(out.contains(command), "{command} missing from --help: {out}");
     }
     let o = zoo(&["fetch", "--help"], None);
     assert!(o.status.success());

@@ -59,11 +59,7 @@ pub fn run(manifest_path: Option<&Path>, args: &FetchArgs) -> Result<ExitCode> {
                     Location::Bundled { .. } => "bundled",
                     Location::Hub { .. } => "from the hub",
                 };
-                eprintln!(
-                    "{id}: verified ({origin}), sha256 {} ({})",
-                    entry.sha256,
-                    human_size(entry.size)
-                );
+                eprintln!("{id}: verified ({origin}), sha256 {} ({})", entry.sha256, human_size(entry.size));
             }
             path
         }
@@ -72,11 +68,7 @@ pub fn run(manifest_path: Option<&Path>, args: &FetchArgs) -> Result<ExitCode> {
             let path = hub.fetch(repo, revision, file, expected.as_deref(), None)?;
             if !args.quiet {
                 let (sha, size) = hub::sha256_file(&path)?;
-                let check = if expected.is_some() {
-                    "verified"
-                } else {
-                    "not checked against an expected hash"
-                };
+                let check = if expected.is_some() { "verified" } else { "not checked against an expected hash" };
                 eprintln!("{file}: sha256 {sha}, {size} bytes ({check})");
             }
             path

@@ -35,32 +35,16 @@ pub fn run(manifest: &Manifest, args: &InfoArgs) -> Result<ExitCode> {
     field(&mut out, "description", &entry.description)?;
     field(&mut out, "dtype", &entry.dtype)?;
     field(&mut out, "params", &thousands(entry.params))?;
-    field(
-        &mut out,
-        "size",
-        &format!(
-            "{} bytes ({})",
-            thousands(entry.size),
-            human_size(entry.size)
-        ),
-    )?;
+    field(&mut out, "size", &format!("{} bytes ({})", thousands(entry.size), human_size(entry.size)))?;
     field(&mut out, "sha256", &entry.sha256)?;
     field(&mut out, "licence", &entry.licence)?;
     field(&mut out, "dataset", &entry.dataset)?;
     match &entry.location {
         Location::Bundled { path } => {
             field(&mut out, "location", &format!("bundled, {path}"))?;
-            field(
-                &mut out,
-                "file",
-                &manifest.bundled_path(path).display().to_string(),
-            )?;
+            field(&mut out, "file", &manifest.bundled_path(path).display().to_string())?;
         }
-        Location::Hub {
-            repo,
-            revision,
-            file,
-        } => {
+        Location::Hub { repo, revision, file } => {
             let hub = HubClient::from_env();
             field(&mut out, "location", "Hugging Face hub")?;
             field(&mut out, "repo", repo)?;

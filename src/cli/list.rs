@@ -36,12 +36,7 @@ pub fn run(manifest: &Manifest, args: &ListArgs) -> Result<ExitCode> {
         }
     }
     for r in std::iter::once(&header).chain(&rows) {
-        let line = r
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
+        let line = r.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect::<Vec<_>>().join("  ");
         writeln!(out, "{}", line.trim_end())?;
     }
     Ok(ExitCode::SUCCESS)
@@ -52,18 +47,7 @@ fn row(entry: &WeightsEntry) -> [String; 5] {
         Location::Bundled { .. } => "bundled".to_string(),
         Location::Hub { repo, .. } => format!("hub:{repo}"),
     };
-    let metrics = entry
-        .metrics
-        .values
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    [
-        entry.id.clone(),
-        entry.family.clone(),
-        human_size(entry.size),
-        location,
-        metrics,
-    ]
+    let metrics =
+        entry.metrics.values.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(" ");
+    [entry.id.clone(), entry.family.clone(), human_size(entry.size), location, metrics]
 }

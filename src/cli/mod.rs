@@ -69,9 +69,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(&load_manifest(manifest)?, &args),
         Command::Fetch(args) => fetch::run(manifest, &args),
         Command::Demo(args) => {
-            candle_zoo::demo::run(&args.out).with_context(|| {
-                format!("cannot render the gallery into {}", args.out.display())
-            })?;
+            candle_zoo::demo::run(&args.out)
+                .with_context(|| format!("cannot render the gallery into {}", args.out.display()))?;
             eprintln!("gallery written to {}", args.out.display());
             Ok(ExitCode::SUCCESS)
         }

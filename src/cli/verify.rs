@@ -20,11 +20,8 @@ pub fn run(manifest: &Manifest, args: &VerifyArgs) -> Result<ExitCode> {
         manifest.get(id)?;
     }
     let hub = HubClient::from_env();
-    let reports: Vec<VerifyReport> = manifest
-        .verify_with(&hub)
-        .into_iter()
-        .filter(|r| args.ids.is_empty() || args.ids.contains(&r.id))
-        .collect();
+    let reports: Vec<VerifyReport> =
+        manifest.verify_with(&hub).into_iter().filter(|r| args.ids.is_empty() || args.ids.contains(&r.id)).collect();
     let mut out = std::io::stdout().lock();
     if reports.is_empty() {
         writeln!(out, "no checkpoints to verify in {}", manifest.origin())?;
@@ -39,11 +36,7 @@ pub fn run(manifest: &Manifest, args: &VerifyArgs) -> Result<ExitCode> {
             VerifyStatus::SizeMismatch { .. } | VerifyStatus::HashMismatch { .. } => "MISMATCH",
             VerifyStatus::Unreadable { .. } => "UNREADABLE",
         };
-        let path = report
-            .path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        let path = report.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let detail = match &report.status {
             VerifyStatus::Ok | VerifyStatus::NotCached => path,
             status => format!("{path}: {status}"),
@@ -51,19 +44,8 @@ pub fn run(manifest: &Manifest, args: &VerifyArgs) -> Result<ExitCode> {
         writeln!(out, "{word:<10}  {:<width$}  {detail}", report.id)?;
     }
     let failed = reports.iter().filter(|r| r.is_failure()).count();
-    let not_cached = reports
-        .iter()
-        .filter(|r| r.status == VerifyStatus::NotCached)
-        .count();
+    let not_cached = reports.iter().filter(|r| r.status == VerifyStatus::NotCached).count();
     let ok = reports.len() - failed - not_cached;
-    writeln!(
-        out,
-        "{} checked: {ok} ok, {failed} failed, {not_cached} not cached",
-        reports.len()
-    )?;
-    Ok(if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    writeln!(out, "{} checked: {ok} ok, {failed} failed, {not_cached} not cached", reports.len())?;
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The temporary path used while writing `target` (same directory, so the rename is atomic).
 pub fn temp_path_for(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".to_string());
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".to_string());
     target.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
@@ -25,25 +22,22 @@ where
 {
     if let Some(parent) = target.parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create directory {}", parent.display()))?;
         }
     }
     let tmp = temp_path_for(target);
     let result = (|| -> Result<()> {
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create temporary file {}", tmp.display()))?;
+        let file =
+            std::fs::File::create(&tmp).with_context(|| format!("cannot create temporary file {}", tmp.display()))?;
         let mut buffered = std::io::BufWriter::new(file);
         write(&mut buffered)?;
         let file = buffered
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, target).with_context(|| {
-            format!("cannot move {} into place as {}", tmp.display(), target.display())
-        })?;
+        file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
+        std::fs::rename(&tmp, target)
+            .with_context(|| format!("cannot move {} into place as {}", tmp.display(), target.display()))?;
         Ok(())
     })();
     if result.is_err() {

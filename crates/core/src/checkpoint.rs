@@ -64,15 +64,21 @@ impl CheckpointMeta {
     fn from_map(path: &Path, m: &HashMap<String, String>) -> Result<Self> {
         let family = m
             .get("family")
-            .with_context(|| format!("{} has no 'family' in its metadata: it is not a candle-zoo checkpoint", path.display()))?
+            .with_context(|| {
+                format!("{} has no 'family' in its metadata: it is not a candle-zoo checkpoint", path.display())
+            })?
             .clone();
         let config = match m.get("config") {
-            Some(c) => serde_json::from_str(c).with_context(|| format!("{}: the 'config' metadata is not valid JSON", path.display()))?,
+            Some(c) => serde_json::from_str(c)
+                .with_context(|| format!("{}: the 'config' metadata is not valid JSON", path.display()))?,
             None => serde_json::Value::Null,
         };
         let parse_u64 = |k: &str| -> Result<Option<u64>> {
             m.get(k)
-                .map(|v| v.parse::<u64>().with_context(|| format!("{}: metadata '{k}' = '{v}' is not an integer", path.display())))
+                .map(|v| {
+                    v.parse::<u64>()
+                        .with_context(|| format!("{}: metadata '{k}' = '{v}' is not an integer", path.display()))
+                })
                 .transpose()
         };
         let reserved = ["format", "family", "config", "zoo_version", "step", "seed"];
@@ -82,7 +88,11 @@ impl CheckpointMeta {
             zoo_version: m.get("zoo_version").cloned().unwrap_or_default(),
             step: parse_u64("step")?,
             seed: parse_u64("seed")?,
-            extra: m.iter().filter(|(k, _)| !reserved.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            extra: m
+                .iter()
+                .filter(|(k, _)| !reserved.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 }
@@ -99,7 +109,12 @@ pub struct Checkpoint {
 }
 
 /// Writes `tensors` with `meta` to `path` atomically, converting float tensors to `storage` if given.
-pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta, storage: Option<DType>) -> Result<()> {
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    meta: &CheckpointMeta,
+    storage: Option<DType>,
+) -> Result<()> {
     let mut converted = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = match storage {
@@ -111,7 +126,8 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], meta: &Checkpoint
     }
     let bytes = safetensors::tensor::serialize(converted.iter().map(|(n, t)| (n.as_str(), t)), Some(meta.to_map()))
         .with_context(|| format!("cannot serialise checkpoint for {}", path.display()))?;
-    crate::atomic::write_bytes_atomic(path, &bytes).with_context(|| format!("cannot save checkpoint {}", path.display()))
+    crate::atomic::write_bytes_atomic(path, &bytes)
+        .with_context(|| format!("cannot save checkpoint {}", path.display()))
 }
 
 /// The variables of `varmap`, sorted by name.
@@ -152,19 +168,20 @@ impl Checkpoint {
     /// Refuses a checkpoint of another family, by name.
     pub fn expect_family(&self, family: &str) -> Result<()> {
         if self.meta.family != family {
-            bail!(
-                "{} is a '{}' checkpoint, not a '{family}' one",
-                self.path.display(),
-                self.meta.family
-            );
+            bail!("{} is a '{}' checkpoint, not a '{family}' one", self.path.display(), self.meta.family);
         }
         Ok(())
     }
 
     /// The stored config, parsed.
     pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
-        serde_json::from_value(self.meta.config.clone())
-            .with_context(|| format!("{}: the stored '{}' config does not match this version's Config", self.path.display(), self.meta.family))
+        serde_json::from_value(self.meta.config.clone()).with_context(|| {
+            format!(
+                "{}: the stored '{}' config does not match this version's Config",
+                self.path.display(),
+                self.meta.family
+            )
+        })
     }
 
     /// Sets every variable of `varmap` from this checkpoint, strictly: each variable must be
@@ -177,10 +194,20 @@ impl Checkpoint {
         for name in &names {
             let var = &data[*name];
             let t = self.tensors.get(*name).with_context(|| {
-                format!("{} lacks tensor '{name}' (shape {:?}) that the '{}' model needs", self.path.display(), var.dims(), self.meta.family)
+                format!(
+                    "{} lacks tensor '{name}' (shape {:?}) that the '{}' model needs",
+                    self.path.display(),
+                    var.dims(),
+                    self.meta.family
+                )
             })?;
             if t.dims() != var.dims() {
-                bail!("tensor '{name}' in {} has shape {:?}, the model expects {:?}", self.path.display(), t.dims(), var.dims());
+                bail!(
+                    "tensor '{name}' in {} has shape {:?}, the model expects {:?}",
+                    self.path.display(),
+                    t.dims(),
+                    var.dims()
+                );
             }
             var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)
                 .with_context(|| format!("cannot set variable '{name}'"))?;
@@ -188,7 +215,12 @@ impl Checkpoint {
         let mut unexpected: Vec<&String> = self.tensors.keys().filter(|k| !data.contains_key(*k)).collect();
         if !unexpected.is_empty() {
             unexpected.sort();
-            bail!("{} has tensors the '{}' model does not have: {:?}", self.path.display(), self.meta.family, unexpected);
+            bail!(
+                "{} has tensors the '{}' model does not have: {:?}",
+                self.path.display(),
+                self.meta.family,
+                unexpected
+            );
         }
         Ok(())
     }
@@ -378,9 +410,11 @@ mod tests {
         let e = format!("{:#}", Tiny::load(&shaped, &Device::Cpu).err().unwrap());
         assert!(e.contains("tensor 'fc.bias'") && e.contains("[4]") && e.contains("[5]"), "{e}");
         // Missing tensor.
-        let partial: Vec<(String, Tensor)> = varmap_tensors(m.varmap()).into_iter().filter(|(n, _)| n != "fc.bias").collect();
+        let partial: Vec<(String, Tensor)> =
+            varmap_tensors(m.varmap()).into_iter().filter(|(n, _)| n != "fc.bias").collect();
         let missing = dir.path().join("missing.safetensors");
-        save_tensors(&missing, &partial, &CheckpointMeta::new("tiny", &TinyConfig { hidden: 4 }).unwrap(), None).unwrap();
+        save_tensors(&missing, &partial, &CheckpointMeta::new("tiny", &TinyConfig { hidden: 4 }).unwrap(), None)
+            .unwrap();
         let e = format!("{:#}", Tiny::load(&missing, &Device::Cpu).err().unwrap());
         assert!(e.contains("lacks tensor 'fc.bias'"), "{e}");
         // Unexpected tensor.
@@ -392,7 +426,11 @@ mod tests {
         assert!(e.contains("fc.extra"), "{e}");
         // No zoo metadata at all.
         let plain = dir.path().join("plain.safetensors");
-        candle_core::safetensors::save(&HashMap::from([("w".to_string(), Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap())]), &plain).unwrap();
+        candle_core::safetensors::save(
+            &HashMap::from([("w".to_string(), Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap())]),
+            &plain,
+        )
+        .unwrap();
         let e = format!("{:#}", Tiny::load(&plain, &Device::Cpu).err().unwrap());
         assert!(e.contains("not a candle-zoo checkpoint"), "{e}");
     }
@@ -406,7 +444,8 @@ mod tests {
             let big = Tiny::new(&TinyConfig { hidden: 4 }, &Device::Cpu).unwrap();
             let huge = vec![("fc.weight".to_string(), Tensor::zeros((4096, 4096), DType::F32, &Device::Cpu).unwrap())];
             loop {
-                let _ = save_tensors(Path::new(&target), &huge, &CheckpointMeta::new("tiny", big.config()).unwrap(), None);
+                let _ =
+                    save_tensors(Path::new(&target), &huge, &CheckpointMeta::new("tiny", big.config()).unwrap(), None);
             }
         }
         let dir = tempfile::tempdir().unwrap();
@@ -416,7 +455,11 @@ mod tests {
         let before = out(&m);
         let exe = std::env::current_exe().unwrap();
         let mut child = std::process::Command::new(exe)
-            .args(["--exact", "checkpoint::tests::a_save_killed_midway_leaves_the_previous_file_loadable", "--nocapture"])
+            .args([
+                "--exact",
+                "checkpoint::tests::a_save_killed_midway_leaves_the_previous_file_loadable",
+                "--nocapture",
+            ])
             .env("ZOO_TEST_KILLED_SAVE_TARGET", &p)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

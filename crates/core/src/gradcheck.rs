@@ -8,9 +8,7 @@ use crate::ZooRng;
 
 /// A standard-normal f64 tensor on the CPU, deterministic in `seed`.
 pub fn randn64(shape: &[usize], seed: u64) -> Tensor {
-    ZooRng::new(seed)
-        .normal(shape, 0.0, 1.0, DType::F64, &Device::Cpu)
-        .expect("host tensor creation cannot fail")
+    ZooRng::new(seed).normal(shape, 0.0, 1.0, DType::F64, &Device::Cpu).expect("host tensor creation cannot fail")
 }
 
 /// Compares the autograd gradient of the scalar `f(x)` with central finite differences in f64.

@@ -67,20 +67,12 @@ impl HubClient {
         } else if let Some(xdg) = var("XDG_CACHE_HOME") {
             Some(PathBuf::from(xdg).join("huggingface").join("hub"))
         } else {
-            var("HOME").or_else(|| var("USERPROFILE")).map(|home| {
-                PathBuf::from(home)
-                    .join(".cache")
-                    .join("huggingface")
-                    .join("hub")
-            })
+            var("HOME")
+                .or_else(|| var("USERPROFILE"))
+                .map(|home| PathBuf::from(home).join(".cache").join("huggingface").join("hub"))
         };
         let offline = var("HF_HUB_OFFLINE")
-            .map(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "on"
-                )
-            })
+            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
             .unwrap_or(false);
         Self {
             endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -206,19 +198,12 @@ impl HubClient {
             }
         } else if pointer.symlink_metadata().is_ok() {
             // A dangling pointer (its blob was removed): clear it so a download can relink it.
-            std::fs::remove_file(&pointer).with_context(|| {
-                format!(
-                    "cannot remove the dangling cache pointer {}",
-                    pointer.display()
-                )
-            })?;
+            std::fs::remove_file(&pointer)
+                .with_context(|| format!("cannot remove the dangling cache pointer {}", pointer.display()))?;
         }
 
         if self.offline {
-            bail!(
-                "{what} is not in the cache at {} and offline mode is on (HF_HUB_OFFLINE)",
-                pointer.display()
-            );
+            bail!("{what} is not in the cache at {} and offline mode is on (HF_HUB_OFFLINE)", pointer.display());
         }
         self.download(repo, revision, file, expected_sha256, expected_size)
             .with_context(|| format!("cannot fetch {what} from {}", self.endpoint))
@@ -239,9 +224,7 @@ impl HubClient {
         if self.token.is_some() {
             builder = builder.with_token(self.token.clone());
         }
-        let api = builder
-            .build()
-            .map_err(|e| anyhow!("cannot set up the hub client for {}: {e}", self.endpoint))?;
+        let api = builder.build().map_err(|e| anyhow!("cannot set up the hub client for {}: {e}", self.endpoint))?;
         let hub_repo = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
         let api_repo = api.repo(hub_repo.clone());
         let url = api_repo.url(file);
@@ -260,9 +243,7 @@ impl HubClient {
                 bail!("the hub reports {announced} bytes for {url}, expected {expected} bytes");
             }
         }
-        let blob = Cache::new(cache_dir.clone())
-            .repo(hub_repo)
-            .blob_path(metadata.etag());
+        let blob = Cache::new(cache_dir.clone()).repo(hub_repo).blob_path(metadata.etag());
         let mut part = blob.clone();
         part.set_extension("part");
 
@@ -278,9 +259,7 @@ impl HubClient {
         let (actual_sha, actual_size) = sha256_file(&path)?;
         let mut problems = Vec::new();
         if actual_size != announced {
-            problems.push(format!(
-                "received {actual_size} bytes, the server announced {announced}"
-            ));
+            problems.push(format!("received {actual_size} bytes, the server announced {announced}"));
         }
         if let Some(expected) = expected_sha256 {
             if actual_sha != expected {
@@ -304,18 +283,12 @@ impl HubClient {
 }
 
 /// Turns an `hf-hub` error into a message that names the URL and what went wrong.
-fn describe_api_error(
-    err: ApiError,
-    url: &str,
-    repo: &str,
-    revision: &str,
-    file: &str,
-) -> anyhow::Error {
+fn describe_api_error(err: ApiError, url: &str, repo: &str, revision: &str, file: &str) -> anyhow::Error {
     match err {
         ApiError::RequestError(inner) => match *inner {
-            ureq::Error::StatusCode(404) => anyhow!(
-                "not found on the hub: {repo}/{file} at revision {revision} (HTTP 404 from {url})"
-            ),
+            ureq::Error::StatusCode(404) => {
+                anyhow!("not found on the hub: {repo}/{file} at revision {revision} (HTTP 404 from {url})")
+            }
             ureq::Error::StatusCode(code @ (401 | 403)) => anyhow!(
                 "access to {repo}/{file} was refused (HTTP {code} from {url}); the repository may be \
                  private or gated: set HF_TOKEN to a token that can read it"
@@ -323,40 +296,31 @@ fn describe_api_error(
             ureq::Error::StatusCode(code) => anyhow!("the hub answered HTTP {code} for {url}"),
             other => anyhow!("cannot download {url}: {other}"),
         },
-        ApiError::MissingHeader(header) => anyhow!(
-            "the server did not send the {header} header for {url}; is the endpoint a Hugging Face hub?"
-        ),
+        ApiError::MissingHeader(header) => {
+            anyhow!("the server did not send the {header} header for {url}; is the endpoint a Hugging Face hub?")
+        }
         ApiError::InvalidHeader(header) => {
             anyhow!("the server sent an invalid {header} header for {url}")
         }
         ApiError::ParseIntError(e) => {
             anyhow!("the server sent an unreadable file size for {url}: {e}")
         }
-        ApiError::IoError(e) => anyhow!(
-            "I/O error while downloading {url}: {e}; the partial download was discarded"
-        ),
-        ApiError::LockAcquisition(lock) => anyhow!(
-            "another process is downloading {url} (lock {} is held); try again when it is done",
-            lock.display()
-        ),
-        ApiError::InvalidResume => anyhow!(
-            "a partial download of {url} in the cache is larger than the file; it was removed, try again"
-        ),
+        ApiError::IoError(e) => anyhow!("I/O error while downloading {url}: {e}; the partial download was discarded"),
+        ApiError::LockAcquisition(lock) => {
+            anyhow!("another process is downloading {url} (lock {} is held); try again when it is done", lock.display())
+        }
+        ApiError::InvalidResume => {
+            anyhow!("a partial download of {url} in the cache is larger than the file; it was removed, try again")
+        }
         other => anyhow!("cannot download {url}: {other}"),
     }
 }
 
 /// Checks a file against an expected hash and size; `Ok(None)` when it matches, otherwise a
 /// description of the difference.
-fn check_file(
-    path: &Path,
-    expected_sha256: Option<&str>,
-    expected_size: Option<u64>,
-) -> Result<Option<String>> {
+fn check_file(path: &Path, expected_sha256: Option<&str>, expected_size: Option<u64>) -> Result<Option<String>> {
     if let Some(expected) = expected_size {
-        let actual = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
+        let actual = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
         if actual != expected {
             return Ok(Some(format!("expected {expected} bytes, found {actual}")));
         }
@@ -394,8 +358,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
 
 /// Streams `path` through SHA-256; returns the lowercase hex digest and the number of bytes read.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
@@ -433,9 +396,7 @@ pub fn is_repo_id(s: &str) -> bool {
         !part.is_empty()
             && !part.starts_with(['.', '-'])
             && !part.contains("..")
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     })
 }
 
@@ -446,9 +407,7 @@ pub fn is_repo_file(s: &str) -> bool {
         && !s.contains('\\')
         && !s.ends_with('/')
         && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
-        && Path::new(s)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
+        && Path::new(s).components().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Checks the repository id, revision and file name of a hub file, with a message naming the
@@ -477,9 +436,7 @@ mod tests {
     fn repo_ids() {
         assert!(is_repo_id("org/name"));
         assert!(is_repo_id("candle-zoo/judge_mnist.v1"));
-        for bad in [
-            "org", "org/", "/name", "a/b/c", "../name", "org/..", "o g/n", "org/.x",
-        ] {
+        for bad in ["org", "org/", "/name", "a/b/c", "../name", "org/..", "o g/n", "org/.x"] {
             assert!(!is_repo_id(bad), "{bad}");
         }
     }
@@ -495,16 +452,8 @@ mod tests {
 
     #[test]
     fn env_lookup() {
-        let vars = [
-            ("HF_HOME", "/tmp/hfhome"),
-            ("HF_ENDPOINT", "http://localhost:1/"),
-            ("HF_HUB_OFFLINE", "1"),
-        ];
-        let client = HubClient::from_lookup(|k| {
-            vars.iter()
-                .find(|(key, _)| *key == k)
-                .map(|(_, v)| v.to_string())
-        });
+        let vars = [("HF_HOME", "/tmp/hfhome"), ("HF_ENDPOINT", "http://localhost:1/"), ("HF_HUB_OFFLINE", "1")];
+        let client = HubClient::from_lookup(|k| vars.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string()));
         assert_eq!(client.endpoint(), "http://localhost:1");
         assert!(client.is_offline());
         assert_eq!(client.cache_dir().unwrap(), Path::new("/tmp/hfhome/hub"));
@@ -518,9 +467,7 @@ mod tests {
     fn rejects_unpinned_revision() {
         let dir = tempfile::tempdir().unwrap();
         let client = HubClient::new(dir.path()).offline(true);
-        let err = client
-            .fetch("org/name", "main", "model.safetensors", None, None)
-            .unwrap_err();
+        let err = client.fetch("org/name", "main", "model.safetensors", None, None).unwrap_err();
         assert!(format!("{err:#}").contains("40 lowercase hex"), "{err:#}");
     }
 }

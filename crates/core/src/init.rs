@@ -125,8 +125,8 @@ where
 }
 
 /// PyTorch's default initialisation for a model made of Linear/Conv/norm layers: weights of rank
-/// >= 2 and their biases `U(+-1/sqrt(fan_in))`; rank-1 `weight` (norm gains) ones, other rank-1
-/// parameters whose sibling weight is rank 1 zeros; running statistics untouched.
+/// two or more and their biases `U(+-1/sqrt(fan_in))`; rank-1 `weight` (norm gains) ones, other
+/// rank-1 parameters whose sibling weight is rank 1 zeros; running statistics untouched.
 pub fn init_torch_default(varmap: &VarMap, rng: &mut ZooRng) -> Result<usize> {
     let shapes: std::collections::HashMap<String, Vec<usize>> = varmap
         .data()
@@ -214,7 +214,9 @@ mod tests {
         let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
         assert!((std - 0.02).abs() < 0.003, "{std}");
         assert_eq!(fans(&[8, 3, 5, 5]), (75, 200));
-        let x = Init::XavierUniform { gain: 1.0 }.sample(&[100, 50], DType::F64, &Device::Cpu, &mut ZooRng::new(3)).unwrap();
+        let x = Init::XavierUniform { gain: 1.0 }
+            .sample(&[100, 50], DType::F64, &Device::Cpu, &mut ZooRng::new(3))
+            .unwrap();
         let a_bound = (6.0f64 / 150.0).sqrt();
         assert!(x.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() <= a_bound);
     }

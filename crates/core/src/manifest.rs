@@ -45,12 +45,9 @@ pub const MANIFEST_ENV: &str = "ZOO_MANIFEST";
 pub const BUNDLED_DIR: &str = "weights";
 
 /// The data types a checkpoint may declare in `dtype`.
-pub const DTYPES: &[&str] = &[
-    "u8", "u32", "i16", "i32", "i64", "bf16", "f16", "f32", "f64",
-];
+pub const DTYPES: &[&str] = &["u8", "u32", "i16", "i32", "i64", "bf16", "f16", "f32", "f64"];
 
-const WORKSPACE_MANIFEST: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../weights-manifest.toml");
+const WORKSPACE_MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../weights-manifest.toml");
 const EMBEDDED_MANIFEST: &str = include_str!("../../../weights-manifest.toml");
 
 /// Where a checkpoint's file is found.
@@ -77,11 +74,7 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Bundled { path } => write!(f, "{path}"),
-            Location::Hub {
-                repo,
-                revision,
-                file,
-            } => write!(f, "hf://{repo}@{revision}/{file}"),
+            Location::Hub { repo, revision, file } => write!(f, "hf://{repo}@{revision}/{file}"),
         }
     }
 }
@@ -139,20 +132,12 @@ impl WeightsEntry {
         let mut out = Vec::new();
         let mut problem = |msg: String| out.push(format!("entry '{}': {msg}", self.id));
         if !is_valid_id(&self.id) {
-            problem(
-                "id must be non-empty lowercase [a-z0-9-], starting with a letter or digit".into(),
-            );
+            problem("id must be non-empty lowercase [a-z0-9-], starting with a letter or digit".into());
         }
         if self.family.is_empty()
-            || !self
-                .family
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            || !self.family.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         {
-            problem(format!(
-                "family '{}' must be non-empty lowercase [a-z0-9_-]",
-                self.family
-            ));
+            problem(format!("family '{}' must be non-empty lowercase [a-z0-9_-]", self.family));
         }
         for (name, value) in [
             ("description", &self.description),
@@ -166,11 +151,7 @@ impl WeightsEntry {
             }
         }
         if !DTYPES.contains(&self.dtype.as_str()) {
-            problem(format!(
-                "dtype '{}' is not one of {}",
-                self.dtype,
-                DTYPES.join(", ")
-            ));
+            problem(format!("dtype '{}' is not one of {}", self.dtype, DTYPES.join(", ")));
         }
         if self.params == 0 {
             problem("params must be greater than 0".into());
@@ -179,10 +160,7 @@ impl WeightsEntry {
             problem("size must be greater than 0".into());
         }
         if !hub::is_sha256_hex(&self.sha256) {
-            problem(format!(
-                "sha256 '{}' must be 64 lowercase hex digits",
-                self.sha256
-            ));
+            problem(format!("sha256 '{}' must be 64 lowercase hex digits", self.sha256));
         }
         for (name, value) in &self.metrics.values {
             if !value.is_finite() {
@@ -195,23 +173,15 @@ impl WeightsEntry {
                     problem(msg);
                 }
             }
-            Location::Hub {
-                repo,
-                revision,
-                file,
-            } => {
+            Location::Hub { repo, revision, file } => {
                 if !hub::is_repo_id(repo) {
                     problem(format!("hub repo '{repo}' must be of the form 'org/name'"));
                 }
                 if !hub::is_commit_hash(revision) {
-                    problem(format!(
-                        "hub revision '{revision}' must be a full commit hash (40 lowercase hex digits)"
-                    ));
+                    problem(format!("hub revision '{revision}' must be a full commit hash (40 lowercase hex digits)"));
                 }
                 if !hub::is_repo_file(file) {
-                    problem(format!(
-                        "hub file '{file}' must be a relative path without '..'"
-                    ));
+                    problem(format!("hub file '{file}' must be a relative path without '..'"));
                 }
             }
         }
@@ -223,33 +193,23 @@ impl WeightsEntry {
 fn check_bundled_path(path: &str) -> std::result::Result<(), String> {
     let p = Path::new(path);
     if path.contains('\\') {
-        return Err(format!(
-            "bundled path '{path}' must use '/' separators, not '\\'"
-        ));
+        return Err(format!("bundled path '{path}' must use '/' separators, not '\\'"));
     }
     if p.is_absolute() || path.starts_with('/') {
-        return Err(format!(
-            "bundled path '{path}' must be relative to the manifest, not absolute"
-        ));
+        return Err(format!("bundled path '{path}' must be relative to the manifest, not absolute"));
     }
     if path.split('/').any(|c| c.is_empty() || c == ".") {
-        return Err(format!(
-            "bundled path '{path}' must be a plain relative path (no empty or '.' components)"
-        ));
+        return Err(format!("bundled path '{path}' must be a plain relative path (no empty or '.' components)"));
     }
     let components: Vec<Component<'_>> = p.components().collect();
     if components.iter().any(|c| matches!(c, Component::ParentDir)) {
         return Err(format!("bundled path '{path}' must not contain '..'"));
     }
     if !components.iter().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!(
-            "bundled path '{path}' must be a plain relative path"
-        ));
+        return Err(format!("bundled path '{path}' must be a plain relative path"));
     }
     if components.len() < 2 || components[0] != Component::Normal(BUNDLED_DIR.as_ref()) {
-        return Err(format!(
-            "bundled path '{path}' must be a file inside {BUNDLED_DIR}/"
-        ));
+        return Err(format!("bundled path '{path}' must be a file inside {BUNDLED_DIR}/"));
     }
     Ok(())
 }
@@ -257,11 +217,8 @@ fn check_bundled_path(path: &str) -> std::result::Result<(), String> {
 /// Whether `s` has the shape of a manifest id: non-empty lowercase `[a-z0-9-]`, starting with a
 /// letter or digit.
 pub fn is_valid_id(s: &str) -> bool {
-    s.bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[derive(Deserialize)]
@@ -303,33 +260,22 @@ impl RawLocation {
     fn into_location(self) -> std::result::Result<Location, String> {
         match (self.path, self.repo, self.revision, self.file) {
             (Some(path), None, None, None) => Ok(Location::Bundled { path }),
-            (None, Some(repo), Some(revision), Some(file)) => Ok(Location::Hub {
-                repo,
-                revision,
-                file,
-            }),
-            (Some(_), _, _, _) => Err(
-                "location must have either `path` (bundled) or `repo`, `revision` and `file` (hub), not both"
-                    .into(),
-            ),
-            (None, None, None, None) => Err(
-                "location is empty: give `path` (bundled) or `repo`, `revision` and `file` (hub)"
-                    .into(),
-            ),
+            (None, Some(repo), Some(revision), Some(file)) => Ok(Location::Hub { repo, revision, file }),
+            (Some(_), _, _, _) => {
+                Err("location must have either `path` (bundled) or `repo`, `revision` and `file` (hub), not both"
+                    .into())
+            }
+            (None, None, None, None) => {
+                Err("location is empty: give `path` (bundled) or `repo`, `revision` and `file` (hub)".into())
+            }
             (None, repo, revision, file) => {
-                let missing: Vec<&str> = [
-                    ("repo", repo.is_none()),
-                    ("revision", revision.is_none()),
-                    ("file", file.is_none()),
-                ]
-                .iter()
-                .filter(|(_, absent)| *absent)
-                .map(|(name, _)| *name)
-                .collect();
-                Err(format!(
-                    "hub location is missing {}",
-                    missing.join(", ")
-                ))
+                let missing: Vec<&str> =
+                    [("repo", repo.is_none()), ("revision", revision.is_none()), ("file", file.is_none())]
+                        .iter()
+                        .filter(|(_, absent)| *absent)
+                        .map(|(name, _)| *name)
+                        .collect();
+                Err(format!("hub location is missing {}", missing.join(", ")))
             }
         }
     }
@@ -383,17 +329,10 @@ impl Manifest {
                 metrics: entry.metrics,
             });
         }
-        let manifest = Manifest {
-            origin: origin.to_string(),
-            root: PathBuf::from("."),
-            entries,
-        };
+        let manifest = Manifest { origin: origin.to_string(), root: PathBuf::from("."), entries };
         problems.extend(manifest.problems());
         if !problems.is_empty() {
-            bail!(
-                "invalid weights manifest {origin}:\n  - {}",
-                problems.join("\n  - ")
-            );
+            bail!("invalid weights manifest {origin}:\n  - {}", problems.join("\n  - "));
         }
         Ok(manifest)
     }
@@ -405,10 +344,7 @@ impl Manifest {
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the weights manifest {}", path.display()))?;
-        let root = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         Ok(Manifest::parse(&text, &path.display().to_string())?.with_root(root))
     }
 
@@ -418,20 +354,14 @@ impl Manifest {
     pub fn workspace() -> Result<Manifest> {
         if let Some(path) = std::env::var_os(MANIFEST_ENV).filter(|p| !p.is_empty()) {
             return Manifest::load(&path).with_context(|| {
-                format!(
-                    "cannot load the manifest named by {MANIFEST_ENV}={}",
-                    Path::new(&path).display()
-                )
+                format!("cannot load the manifest named by {MANIFEST_ENV}={}", Path::new(&path).display())
             });
         }
         let path = Path::new(WORKSPACE_MANIFEST);
         if path.is_file() {
             return Manifest::load(path);
         }
-        Manifest::parse(
-            EMBEDDED_MANIFEST,
-            &format!("{MANIFEST_FILE} (embedded copy)"),
-        )
+        Manifest::parse(EMBEDDED_MANIFEST, &format!("{MANIFEST_FILE} (embedded copy)"))
     }
 
     /// The same manifest with bundled paths taken relative to `root`.
@@ -476,11 +406,7 @@ impl Manifest {
         if problems.is_empty() {
             Ok(())
         } else {
-            bail!(
-                "invalid weights manifest {}:\n  - {}",
-                self.origin,
-                problems.join("\n  - ")
-            )
+            bail!("invalid weights manifest {}:\n  - {}", self.origin, problems.join("\n  - "))
         }
     }
 
@@ -489,12 +415,7 @@ impl Manifest {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, entry) in self.entries.iter().enumerate() {
             if let Some(first) = seen.insert(entry.id.as_str(), i) {
-                problems.push(format!(
-                    "entry '{}': duplicate id (entries {} and {})",
-                    entry.id,
-                    first + 1,
-                    i + 1
-                ));
+                problems.push(format!("entry '{}': duplicate id (entries {} and {})", entry.id, first + 1, i + 1));
             }
             problems.extend(entry.problems());
         }
@@ -531,20 +452,13 @@ impl Manifest {
 
     /// As [`Manifest::verify`], looking for hub files in `hub`'s cache.
     pub fn verify_with(&self, hub: &HubClient) -> Vec<VerifyReport> {
-        self.entries
-            .iter()
-            .map(|entry| self.verify_entry(entry, hub))
-            .collect()
+        self.entries.iter().map(|entry| self.verify_entry(entry, hub)).collect()
     }
 
     fn verify_entry(&self, entry: &WeightsEntry, hub: &HubClient) -> VerifyReport {
         let path = match &entry.location {
             Location::Bundled { path } => self.bundled_path(path),
-            Location::Hub {
-                repo,
-                revision,
-                file,
-            } => match hub.cached(repo, revision, file) {
+            Location::Hub { repo, revision, file } => match hub.cached(repo, revision, file) {
                 Ok(Some(path)) => path,
                 Ok(None) => {
                     return VerifyReport {
@@ -553,21 +467,11 @@ impl Manifest {
                         status: VerifyStatus::NotCached,
                     }
                 }
-                Err(_) => {
-                    return VerifyReport {
-                        id: entry.id.clone(),
-                        path: None,
-                        status: VerifyStatus::NotCached,
-                    }
-                }
+                Err(_) => return VerifyReport { id: entry.id.clone(), path: None, status: VerifyStatus::NotCached },
             },
         };
         let status = check_against(entry, &path);
-        VerifyReport {
-            id: entry.id.clone(),
-            path: Some(path),
-            status,
-        }
+        VerifyReport { id: entry.id.clone(), path: Some(path), status }
     }
 
     /// A verified local file for `id`: a bundled file after checking its size and SHA-256, or a
@@ -579,18 +483,10 @@ impl Manifest {
                 let path = self.bundled_path(path);
                 match check_against(entry, &path) {
                     VerifyStatus::Ok => Ok(path),
-                    status => bail!(
-                        "bundled weights '{id}' ({}) from {}: {status}",
-                        path.display(),
-                        self.origin
-                    ),
+                    status => bail!("bundled weights '{id}' ({}) from {}: {status}", path.display(), self.origin),
                 }
             }
-            Location::Hub {
-                repo,
-                revision,
-                file,
-            } => hub
+            Location::Hub { repo, revision, file } => hub
                 .fetch(repo, revision, file, Some(&entry.sha256), Some(entry.size))
                 .with_context(|| format!("cannot get weights '{id}' listed in {}", self.origin)),
         }
@@ -598,11 +494,7 @@ impl Manifest {
 
     /// Resolves a `--weights ID|PATH` argument against this manifest: an existing file is used as
     /// is (no entry), otherwise `arg` must be a manifest id, resolved with [`Manifest::resolve`].
-    pub fn resolve_weights(
-        &self,
-        arg: &str,
-        hub: &HubClient,
-    ) -> Result<(PathBuf, Option<WeightsEntry>)> {
+    pub fn resolve_weights(&self, arg: &str, hub: &HubClient) -> Result<(PathBuf, Option<WeightsEntry>)> {
         let path = Path::new(arg);
         if path.is_file() {
             return Ok((path.to_path_buf(), None));
@@ -615,11 +507,7 @@ impl Manifest {
                 let resolved = self.resolve(arg, hub)?;
                 Ok((resolved, Some(entry.clone())))
             }
-            _ => bail!(
-                "no such file and no manifest id '{arg}' (in {}); {}",
-                self.origin,
-                self.known_ids()
-            ),
+            _ => bail!("no such file and no manifest id '{arg}' (in {}); {}", self.origin, self.known_ids()),
         }
     }
 }
@@ -632,12 +520,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, col)
 }
 
@@ -645,17 +528,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn check_against(entry: &WeightsEntry, path: &Path) -> VerifyStatus {
     let meta = match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => meta,
-        Ok(_) => {
-            return VerifyStatus::Unreadable {
-                error: "not a regular file".into(),
-            }
-        }
+        Ok(_) => return VerifyStatus::Unreadable { error: "not a regular file".into() },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return VerifyStatus::Missing,
-        Err(e) => {
-            return VerifyStatus::Unreadable {
-                error: e.to_string(),
-            }
-        }
+        Err(e) => return VerifyStatus::Unreadable { error: e.to_string() },
     };
     if meta.len() != entry.size {
         return VerifyStatus::SizeMismatch {
@@ -666,13 +541,8 @@ fn check_against(entry: &WeightsEntry, path: &Path) -> VerifyStatus {
     }
     match hub::sha256_file(path) {
         Ok((sha, _)) if sha == entry.sha256 => VerifyStatus::Ok,
-        Ok((sha, _)) => VerifyStatus::HashMismatch {
-            expected: entry.sha256.clone(),
-            actual: sha,
-        },
-        Err(e) => VerifyStatus::Unreadable {
-            error: format!("{e:#}"),
-        },
+        Ok((sha, _)) => VerifyStatus::HashMismatch { expected: entry.sha256.clone(), actual: sha },
+        Err(e) => VerifyStatus::Unreadable { error: format!("{e:#}") },
     }
 }
 
@@ -731,15 +601,8 @@ impl fmt::Display for VerifyStatus {
             VerifyStatus::Ok => write!(f, "ok"),
             VerifyStatus::Missing => write!(f, "file is missing"),
             VerifyStatus::NotCached => write!(f, "not cached (fetch it with `zoo fetch`)"),
-            VerifyStatus::SizeMismatch {
-                expected,
-                actual,
-                lfs_pointer,
-            } => {
-                write!(
-                    f,
-                    "size mismatch: expected {expected} bytes, found {actual}"
-                )?;
+            VerifyStatus::SizeMismatch { expected, actual, lfs_pointer } => {
+                write!(f, "size mismatch: expected {expected} bytes, found {actual}")?;
                 if *lfs_pointer {
                     write!(f, " (a Git LFS pointer: run `git lfs pull`)")?;
                 }
@@ -853,10 +716,7 @@ loss = 1
         let text = format!(
             "{}{}",
             bundled("judge-mnist"),
-            entry(
-                "hub-one",
-                &format!("repo = \"org/name\"\nrevision = \"{REV}\"\nfile = \"model.safetensors\"")
-            )
+            entry("hub-one", &format!("repo = \"org/name\"\nrevision = \"{REV}\"\nfile = \"model.safetensors\""))
         );
         let m = Manifest::parse(&text, "t.toml").unwrap();
         assert_eq!(m.ids(), vec!["judge-mnist", "hub-one"]);
@@ -865,10 +725,7 @@ loss = 1
         assert_eq!(e.metrics.values["accuracy"], 0.5);
         assert_eq!(e.metrics.values["loss"], 1.0);
         assert_eq!(e.config.as_ref().unwrap()["hidden"].as_integer(), Some(4));
-        assert!(matches!(
-            m.get("hub-one").unwrap().location,
-            Location::Hub { .. }
-        ));
+        assert!(matches!(m.get("hub-one").unwrap().location, Location::Hub { .. }));
     }
 
     #[test]
@@ -882,10 +739,7 @@ loss = 1
     fn bad_sha() {
         let text = bundled("a").replace(SHA, "ABC");
         let err = err_of(&text);
-        assert!(
-            err.contains("entry 'a'") && err.contains("sha256 'ABC'"),
-            "{err}"
-        );
+        assert!(err.contains("entry 'a'") && err.contains("sha256 'ABC'"), "{err}");
         let upper = bundled("b").replace(SHA, &SHA.to_uppercase());
         assert!(err_of(&upper).contains("entry 'b'"));
     }
@@ -893,10 +747,7 @@ loss = 1
     #[test]
     fn zero_size_and_bad_id() {
         let err = err_of(&bundled("a").replace("size = 40", "size = 0"));
-        assert!(
-            err.contains("entry 'a': size must be greater than 0"),
-            "{err}"
-        );
+        assert!(err.contains("entry 'a': size must be greater than 0"), "{err}");
         let err = err_of(&entry("Bad_Id", "path = \"weights/x.safetensors\""));
         assert!(err.contains("entry 'Bad_Id': id must be"), "{err}");
     }
@@ -912,57 +763,32 @@ loss = 1
             ("./weights/x.safetensors", "plain relative"),
         ] {
             let err = err_of(&entry("a", &format!("path = \"{path}\"")));
-            assert!(
-                err.contains("entry 'a'") && err.contains(what),
-                "{path}: {err}"
-            );
+            assert!(err.contains("entry 'a'") && err.contains(what), "{path}: {err}");
         }
     }
 
     #[test]
     fn hub_location_rules() {
-        let err = err_of(&entry(
-            "h",
-            "repo = \"org/name\"\nrevision = \"main\"\nfile = \"m.safetensors\"",
-        ));
+        let err = err_of(&entry("h", "repo = \"org/name\"\nrevision = \"main\"\nfile = \"m.safetensors\""));
         assert!(err.contains("entry 'h': hub revision 'main'"), "{err}");
-        let err = err_of(&entry(
-            "h",
-            &format!("repo = \"noslash\"\nrevision = \"{REV}\"\nfile = \"m.safetensors\""),
-        ));
+        let err = err_of(&entry("h", &format!("repo = \"noslash\"\nrevision = \"{REV}\"\nfile = \"m.safetensors\"")));
         assert!(err.contains("entry 'h': hub repo 'noslash'"), "{err}");
         let err = err_of(&entry("h", "repo = \"org/name\""));
-        assert!(
-            err.contains("entry 'h': hub location is missing revision, file"),
-            "{err}"
-        );
+        assert!(err.contains("entry 'h': hub location is missing revision, file"), "{err}");
         let err = err_of(&entry(
             "h",
-            &format!(
-                "path = \"weights/x\"\nrepo = \"org/name\"\nrevision = \"{REV}\"\nfile = \"m\""
-            ),
+            &format!("path = \"weights/x\"\nrepo = \"org/name\"\nrevision = \"{REV}\"\nfile = \"m\""),
         ));
-        assert!(
-            err.contains("entry 'h': location must have either"),
-            "{err}"
-        );
+        assert!(err.contains("entry 'h': location must have either"), "{err}");
     }
 
     #[test]
     fn unknown_id_lists_known_ids() {
-        let m =
-            Manifest::parse(&format!("{}{}", bundled("one"), bundled("two")), "t.toml").unwrap();
+        let m = Manifest::parse(&format!("{}{}", bundled("one"), bundled("two")), "t.toml").unwrap();
         let err = m.get("three").unwrap_err().to_string();
-        assert!(
-            err.contains("'three'") && err.contains("known ids: one, two"),
-            "{err}"
-        );
+        assert!(err.contains("'three'") && err.contains("known ids: one, two"), "{err}");
         let empty = Manifest::parse("", "e.toml").unwrap();
-        assert!(empty
-            .get("x")
-            .unwrap_err()
-            .to_string()
-            .contains("no entries"));
+        assert!(empty.get("x").unwrap_err().to_string().contains("no entries"));
     }
 
     #[test]
@@ -980,9 +806,7 @@ loss = 1
         std::fs::create_dir_all(dir.path().join("weights")).unwrap();
         std::fs::write(dir.path().join("weights/a.safetensors"), content).unwrap();
         let sha = hex::encode(Sha256::digest(content));
-        let text = bundled("a")
-            .replace(SHA, &sha)
-            .replace("size = 40", &format!("size = {}", content.len()));
+        let text = bundled("a").replace(SHA, &sha).replace("size = 40", &format!("size = {}", content.len()));
         let path = dir.path().join(MANIFEST_FILE);
         std::fs::write(&path, text).unwrap();
         let m = Manifest::load(&path).unwrap();
@@ -1005,35 +829,18 @@ loss = 1
 
         std::fs::write(&file, b"01234").unwrap();
         let r = &m.verify()[0];
-        assert!(
-            matches!(
-                r.status,
-                VerifyStatus::SizeMismatch {
-                    expected: 10,
-                    actual: 5,
-                    ..
-                }
-            ),
-            "{r}"
-        );
+        assert!(matches!(r.status, VerifyStatus::SizeMismatch { expected: 10, actual: 5, .. }), "{r}");
 
         std::fs::remove_file(&file).unwrap();
         assert_eq!(m.verify()[0].status, VerifyStatus::Missing);
-        let err = format!(
-            "{:#}",
-            m.resolve("a", &HubClient::from_lookup(|_| None))
-                .unwrap_err()
-        );
+        let err = format!("{:#}", m.resolve("a", &HubClient::from_lookup(|_| None)).unwrap_err());
         assert!(err.contains("'a'") && err.contains("missing"), "{err}");
     }
 
     #[test]
     fn hub_entry_not_cached_is_not_a_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let text = entry(
-            "h",
-            &format!("repo = \"org/name\"\nrevision = \"{REV}\"\nfile = \"m.safetensors\""),
-        );
+        let text = entry("h", &format!("repo = \"org/name\"\nrevision = \"{REV}\"\nfile = \"m.safetensors\""));
         let m = Manifest::parse(&text, "t.toml").unwrap();
         let reports = m.verify_with(&HubClient::new(dir.path()));
         assert_eq!(reports[0].status, VerifyStatus::NotCached);
@@ -1056,15 +863,9 @@ loss = 1
 
         for garbage in ["nope", "no/such/file.safetensors", ""] {
             let err = m.resolve_weights(garbage, &hub).unwrap_err().to_string();
-            assert!(
-                err.contains("no such file and no manifest id") && err.contains("known ids: a"),
-                "{err}"
-            );
+            assert!(err.contains("no such file and no manifest id") && err.contains("known ids: a"), "{err}");
         }
-        let err = m
-            .resolve_weights(dir.path().to_str().unwrap(), &hub)
-            .unwrap_err()
-            .to_string();
+        let err = m.resolve_weights(dir.path().to_str().unwrap(), &hub).unwrap_err().to_string();
         assert!(err.contains("directory"), "{err}");
 
         // The free function: an existing path needs no manifest at all.

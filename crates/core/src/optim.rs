@@ -128,20 +128,18 @@ impl Optimizer for Adam {
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let dtype = var.dtype();
-            let theta = var.as_tensor().to_dtype(DType::F32)?;
-            let mut g = g.to_dtype(DType::F32)?;
+            let theta = var.as_tensor().to_dtype(DType::F32)?.detach();
+            let mut g = g.to_dtype(DType::F32)?.detach();
             if c.weight_decay != 0.0 && !c.decoupled {
                 g = (g + (&theta * c.weight_decay)?)?;
             }
-            let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            // Detached: the moments must not keep the step's graph (and so every earlier one) alive.
+            let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?.detach();
+            let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?.detach();
             let denom = ((&v / bc2)?.sqrt()? + c.eps)?;
             let update = ((&m / bc1)?.div(&denom)? * c.lr)?;
-            let mut next = if c.weight_decay != 0.0 && c.decoupled {
-                (&theta * (1.0 - c.lr * c.weight_decay))?
-            } else {
-                theta
-            };
+            let mut next =
+                if c.weight_decay != 0.0 && c.decoupled { (&theta * (1.0 - c.lr * c.weight_decay))? } else { theta };
             next = next.sub(&update)?;
             var.set(&next.to_dtype(dtype)?)?;
             self.m[i] = m;
@@ -238,7 +236,7 @@ impl Optimizer for Sgd {
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let dtype = var.dtype();
-            let theta = var.as_tensor().to_dtype(DType::F32)?;
+            let theta = var.as_tensor().to_dtype(DType::F32)?.detach();
             let mut g = g.to_dtype(DType::F32)?;
             if c.weight_decay != 0.0 {
                 g = (g + (&theta * c.weight_decay)?)?;
@@ -247,7 +245,8 @@ impl Optimizer for Sgd {
                 let b = match &self.buf[i] {
                     None => g.clone(),
                     Some(b) => ((b * c.momentum)? + (&g * (1.0 - c.dampening))?)?,
-                };
+                }
+                .detach();
                 g = if c.nesterov { (g + (&b * c.momentum)?)? } else { b.clone() };
                 self.buf[i] = Some(b);
             }
@@ -284,7 +283,8 @@ impl Optimizer for Sgd {
         self.cfg = serde_json::from_value(state.meta["config"].clone()).context("bad SGD config in state")?;
         for (i, (name, var)) in self.vars.iter().enumerate() {
             let key = format!("momentum.{name}");
-            self.buf[i] = if state.tensors.contains_key(&key) { Some(take_buffer(state, "momentum", name, var)?) } else { None };
+            self.buf[i] =
+                if state.tensors.contains_key(&key) { Some(take_buffer(state, "momentum", name, var)?) } else { None };
         }
         Ok(())
     }
@@ -358,7 +358,10 @@ mod tests {
                 match kind {
                     "adam" => Box::new(Adam::new(vars, AdamConfig::new(0.05).betas(0.5, 0.999)).unwrap()),
                     "adamw" => Box::new(Adam::new(vars, AdamConfig::new(0.05).adamw(0.1)).unwrap()),
-                    _ => Box::new(Sgd::new(vars, SgdConfig { nesterov: true, weight_decay: 0.01, ..SgdConfig::new(0.05, 0.9) }).unwrap()),
+                    _ => Box::new(
+                        Sgd::new(vars, SgdConfig { nesterov: true, weight_decay: 0.01, ..SgdConfig::new(0.05, 0.9) })
+                            .unwrap(),
+                    ),
                 }
             };
             let a = Var::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap();
@@ -376,6 +379,10 @@ mod tests {
             }
             assert_eq!(a.as_tensor().to_vec1::<f32>().unwrap(), b.as_tensor().to_vec1::<f32>().unwrap(), "{kind}");
             assert_eq!(ob.steps(), 6);
+            // Buffers carry no autograd history (otherwise every step's graph stays alive).
+            for (k, t) in oa.state().unwrap().tensors {
+                assert!(!t.track_op(), "{kind}: buffer {k} keeps a graph");
+            }
         }
         let x = Var::new(&[0.0f32], &Device::Cpu).unwrap();
         let mut sgd = Sgd::new(vec![("x".into(), x.clone())], SgdConfig::new(0.1, 0.9)).unwrap();
@@ -387,7 +394,12 @@ mod tests {
     fn clipping_bounds_the_global_norm() {
         let a = Var::new(&[3.0f32], &Device::Cpu).unwrap();
         let b = Var::new(&[4.0f32], &Device::Cpu).unwrap();
-        let loss = (a.as_tensor().sqr().unwrap() * 0.5).unwrap().add(&(b.as_tensor().sqr().unwrap() * 0.5).unwrap()).unwrap().sum_all().unwrap();
+        let loss = (a.as_tensor().sqr().unwrap() * 0.5)
+            .unwrap()
+            .add(&(b.as_tensor().sqr().unwrap() * 0.5).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let mut grads = loss.backward().unwrap();
         let vars = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
         let norm = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();

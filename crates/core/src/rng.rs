@@ -21,9 +21,7 @@ pub struct ZooRng {
 impl ZooRng {
     /// A generator whose whole stream is determined by `seed`.
     pub fn new(seed: u64) -> Self {
-        Self {
-            inner: ChaCha8Rng::seed_from_u64(seed),
-        }
+        Self { inner: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     /// An independent generator derived from this one's seed and a label (e.g. `"dropout"`,
@@ -97,12 +95,26 @@ impl ZooRng {
     }
 
     /// A tensor of uniform values in `[lo, hi)`.
-    pub fn uniform<S: Into<Shape>>(&mut self, shape: S, lo: f64, hi: f64, dtype: DType, dev: &Device) -> Result<Tensor> {
+    pub fn uniform<S: Into<Shape>>(
+        &mut self,
+        shape: S,
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
         self.tensor_from(&shape.into(), dtype, dev, |r| lo + (hi - lo) * r.random::<f64>())
     }
 
     /// A tensor of normal values with the given mean and standard deviation.
-    pub fn normal<S: Into<Shape>>(&mut self, shape: S, mean: f64, std: f64, dtype: DType, dev: &Device) -> Result<Tensor> {
+    pub fn normal<S: Into<Shape>>(
+        &mut self,
+        shape: S,
+        mean: f64,
+        std: f64,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
         self.tensor_from(&shape.into(), dtype, dev, |r| {
             let z: f64 = StandardNormal.sample(r);
             mean + std * z

@@ -43,7 +43,8 @@ impl TrainingState {
 
     /// Stores any serialisable value under `key`.
     pub fn put<T: Serialize>(&mut self, key: &str, value: &T) -> Result<()> {
-        self.json.insert(key.to_string(), serde_json::to_value(value).with_context(|| format!("cannot serialise '{key}'"))?);
+        self.json
+            .insert(key.to_string(), serde_json::to_value(value).with_context(|| format!("cannot serialise '{key}'"))?);
         Ok(())
     }
 
@@ -75,7 +76,11 @@ impl TrainingState {
 
     /// Restores an optimiser stored with [`TrainingState::put_optimizer`].
     pub fn get_optimizer(&self, name: &str, opt: &mut dyn Optimizer) -> Result<()> {
-        let meta = self.json.get(&format!("optim.{name}")).with_context(|| format!("training state lacks optimiser '{name}'"))?.clone();
+        let meta = self
+            .json
+            .get(&format!("optim.{name}"))
+            .with_context(|| format!("training state lacks optimiser '{name}'"))?
+            .clone();
         let prefix = format!("optim.{name}.");
         let tensors = self
             .tensors
@@ -192,7 +197,8 @@ fn truncate_log(path: &Path, upto: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let mut kept = String::new();
     for line in text.lines() {
-        let step = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+        let step =
+            serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64()));
         if matches!(step, Some(s) if s <= upto) {
             kept.push_str(line);
             kept.push('\n');
@@ -203,7 +209,8 @@ fn truncate_log(path: &Path, upto: u64) -> Result<()> {
 
 /// Runs `task` for `cfg.steps` steps (resuming if asked), logging and checkpointing.
 pub fn run<T: TrainTask>(task: &mut T, cfg: &LoopConfig) -> Result<RunSummary> {
-    std::fs::create_dir_all(&cfg.run_dir).with_context(|| format!("cannot create run directory {}", cfg.run_dir.display()))?;
+    std::fs::create_dir_all(&cfg.run_dir)
+        .with_context(|| format!("cannot create run directory {}", cfg.run_dir.display()))?;
     let (weights, state_path) = (cfg.weights_path(), cfg.state_path());
     let mut start = 0;
     if cfg.resume {
@@ -218,7 +225,10 @@ pub fn run<T: TrainTask>(task: &mut T, cfg: &LoopConfig) -> Result<RunSummary> {
         let (state, step) = TrainingState::load(&state_path, &Device::Cpu)?;
         let wstep = read_meta(&weights)?.step;
         if wstep != Some(step) {
-            bail!("checkpoint files in {} disagree: weights at step {wstep:?}, training state at step {step}", cfg.run_dir.display());
+            bail!(
+                "checkpoint files in {} disagree: weights at step {wstep:?}, training state at step {step}",
+                cfg.run_dir.display()
+            );
         }
         task.restore(&weights, &state).with_context(|| format!("cannot resume from {}", cfg.run_dir.display()))?;
         truncate_log(&cfg.log_path(), step)?;
@@ -232,7 +242,11 @@ pub fn run<T: TrainTask>(task: &mut T, cfg: &LoopConfig) -> Result<RunSummary> {
         let _ = std::fs::remove_file(cfg.log_path());
     }
 
-    let bar = if cfg.progress { ProgressBar::new(cfg.steps) } else { ProgressBar::with_draw_target(Some(cfg.steps), ProgressDrawTarget::hidden()) };
+    let bar = if cfg.progress {
+        ProgressBar::new(cfg.steps)
+    } else {
+        ProgressBar::with_draw_target(Some(cfg.steps), ProgressDrawTarget::hidden())
+    };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
             .expect("valid template")
@@ -307,7 +321,15 @@ mod tests {
             let fc2 = candle_nn::linear(16, 1, vb.pp("fc2")).unwrap();
             crate::init::init_torch_default(&varmap, &mut ZooRng::new(seed)).unwrap();
             let opt = Adam::new(named_vars(&varmap, ""), AdamConfig::new(0.01)).unwrap();
-            Self { varmap, fc1, fc2, opt, data_rng: ZooRng::derive(seed, "data"), drop_rng: ZooRng::derive(seed, "dropout"), nan_at: None }
+            Self {
+                varmap,
+                fc1,
+                fc2,
+                opt,
+                data_rng: ZooRng::derive(seed, "data"),
+                drop_rng: ZooRng::derive(seed, "dropout"),
+                nan_at: None,
+            }
         }
         fn weights(&self) -> Vec<Vec<f32>> {
             varmap_tensors(&self.varmap).iter().map(|(_, t)| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
@@ -371,10 +393,14 @@ mod tests {
         assert_eq!((s.started_at, s.steps_done), (10, 20));
         assert_eq!(straight.weights(), resumed.weights(), "resumed run diverged from the straight run");
         let log = std::fs::read_to_string(d.path().join("b/metrics.jsonl")).unwrap();
-        let steps: Vec<u64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+        let steps: Vec<u64> = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .collect();
         assert_eq!(steps, (1..=20).collect::<Vec<_>>());
         // The loss went down on this learnable task.
-        let first_loss = serde_json::from_str::<serde_json::Value>(log.lines().next().unwrap()).unwrap()["loss"].as_f64().unwrap();
+        let first_loss =
+            serde_json::from_str::<serde_json::Value>(log.lines().next().unwrap()).unwrap()["loss"].as_f64().unwrap();
         assert!(s.last_metrics[0].1 < first_loss);
     }
 

@@ -60,20 +60,11 @@ impl Server {
                 }
             })
         };
-        Server {
-            addr,
-            state,
-            requests,
-            stop,
-            handle: Some(handle),
-        }
+        Server { addr, state, requests, stop, handle: Some(handle) }
     }
 
     fn serve(&self, repo: &str, revision: &str, file: &str, content: &[u8], mode: Mode) {
-        self.state.lock().unwrap().files.insert(
-            format!("/{repo}/resolve/{revision}/{file}"),
-            (content.to_vec(), mode),
-        );
+        self.state.lock().unwrap().files.insert(format!("/{repo}/resolve/{revision}/{file}"), (content.to_vec(), mode));
     }
 
     fn endpoint(&self) -> String {
@@ -171,11 +162,7 @@ fn parse_range(range: Option<&str>, size: usize) -> (usize, usize) {
     };
     let (s, e) = spec.split_once('-').unwrap_or((spec, ""));
     let start = s.trim().parse().unwrap_or(0);
-    let end = if e.trim().is_empty() {
-        last
-    } else {
-        e.trim().parse::<usize>().unwrap_or(last).min(last)
-    };
+    let end = if e.trim().is_empty() { last } else { e.trim().parse::<usize>().unwrap_or(last).min(last) };
     (start, end)
 }
 
@@ -188,9 +175,7 @@ fn sha_hex(bytes: &[u8]) -> String {
 }
 
 fn client(server: &Server, cache: &Path) -> HubClient {
-    HubClient::new(cache)
-        .with_endpoint(server.endpoint())
-        .progress(false)
+    HubClient::new(cache).with_endpoint(server.endpoint()).progress(false)
 }
 
 /// Files stored as blobs in the cache (lock files aside).
@@ -199,10 +184,7 @@ fn blobs(cache: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_none_or(|ext| ext != "lock"))
-        .collect()
+    entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_none_or(|ext| ext != "lock")).collect()
 }
 
 #[test]
@@ -213,24 +195,9 @@ fn good_download_is_verified() {
     let cache = tempfile::tempdir().unwrap();
     let hub = client(&server, cache.path());
 
-    let path = hub
-        .fetch(
-            REPO,
-            REV,
-            FILE,
-            Some(&sha_hex(&data)),
-            Some(data.len() as u64),
-        )
-        .unwrap();
+    let path = hub.fetch(REPO, REV, FILE, Some(&sha_hex(&data)), Some(data.len() as u64)).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), data);
-    assert_eq!(
-        path,
-        cache
-            .path()
-            .join("models--candle-zoo--test-model/snapshots")
-            .join(REV)
-            .join(FILE)
-    );
+    assert_eq!(path, cache.path().join("models--candle-zoo--test-model/snapshots").join(REV).join(FILE));
     assert_eq!(hub.cached(REPO, REV, FILE).unwrap(), Some(path.clone()));
 
     // Without expectations the file is still checked against the announced size.
@@ -248,24 +215,15 @@ fn sha256_mismatch_is_rejected_and_not_cached() {
     let wrong = sha_hex(b"something else");
     let actual = sha_hex(&data);
 
-    let err = format!(
-        "{:#}",
-        hub.fetch(REPO, REV, FILE, Some(&wrong), None).unwrap_err()
-    );
+    let err = format!("{:#}", hub.fetch(REPO, REV, FILE, Some(&wrong), None).unwrap_err());
     assert!(err.contains(FILE), "{err}");
     assert!(err.contains(&wrong) && err.contains(&actual), "{err}");
 
     assert_eq!(hub.cached(REPO, REV, FILE).unwrap(), None);
     assert!(blobs(cache.path()).is_empty(), "{:?}", blobs(cache.path()));
     let offline = hub.clone().offline(true);
-    let err = format!(
-        "{:#}",
-        offline.fetch(REPO, REV, FILE, None, None).unwrap_err()
-    );
-    assert!(
-        err.contains("not in the cache") && err.contains("offline"),
-        "{err}"
-    );
+    let err = format!("{:#}", offline.fetch(REPO, REV, FILE, None, None).unwrap_err());
+    assert!(err.contains("not in the cache") && err.contains("offline"), "{err}");
 
     // The right hash downloads it again.
     let path = hub.fetch(REPO, REV, FILE, Some(&actual), None).unwrap();
@@ -277,16 +235,9 @@ fn missing_file_is_a_clear_404() {
     let server = Server::start();
     let cache = tempfile::tempdir().unwrap();
     let hub = client(&server, cache.path());
-    let err = format!(
-        "{:#}",
-        hub.fetch(REPO, REV, "nope.safetensors", None, None)
-            .unwrap_err()
-    );
+    let err = format!("{:#}", hub.fetch(REPO, REV, "nope.safetensors", None, None).unwrap_err());
     assert!(err.contains("not found on the hub"), "{err}");
-    assert!(
-        err.contains(&format!("{REPO}/nope.safetensors")) && err.contains(REV),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{REPO}/nope.safetensors")) && err.contains(REV), "{err}");
     assert!(err.contains(&server.endpoint()), "{err}");
     assert!(blobs(cache.path()).is_empty());
 }
@@ -299,9 +250,7 @@ fn dropped_connection_keeps_nothing() {
     let cache = tempfile::tempdir().unwrap();
     let hub = client(&server, cache.path());
 
-    let err = hub
-        .fetch(REPO, REV, FILE, Some(&sha_hex(&data)), None)
-        .unwrap_err();
+    let err = hub.fetch(REPO, REV, FILE, Some(&sha_hex(&data)), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains(FILE), "{msg}");
     assert_eq!(hub.cached(REPO, REV, FILE).unwrap(), None);
@@ -315,15 +264,7 @@ fn dropped_connection_keeps_nothing() {
 
     // Once the server behaves, a fresh download succeeds.
     server.serve(REPO, REV, FILE, &data, Mode::Full);
-    let path = hub
-        .fetch(
-            REPO,
-            REV,
-            FILE,
-            Some(&sha_hex(&data)),
-            Some(data.len() as u64),
-        )
-        .unwrap();
+    let path = hub.fetch(REPO, REV, FILE, Some(&sha_hex(&data)), Some(data.len() as u64)).unwrap();
     assert_eq!(std::fs::read(path).unwrap(), data);
 }
 
@@ -336,29 +277,20 @@ fn offline_run_is_served_from_a_warm_cache() {
     let home = tempfile::tempdir().unwrap();
     let cache = home.path().join("hub");
     let hub = client(&server, &cache);
-    let first = hub
-        .fetch(REPO, REV, FILE, Some(&sha), Some(data.len() as u64))
-        .unwrap();
+    let first = hub.fetch(REPO, REV, FILE, Some(&sha), Some(data.len() as u64)).unwrap();
     let endpoint = server.endpoint();
     server.stop();
     let requests = server.requests();
 
     let offline = hub.clone().offline(true);
-    let again = offline
-        .fetch(REPO, REV, FILE, Some(&sha), Some(data.len() as u64))
-        .unwrap();
+    let again = offline.fetch(REPO, REV, FILE, Some(&sha), Some(data.len() as u64)).unwrap();
     assert_eq!(again, first);
     assert_eq!(std::fs::read(&again).unwrap(), data);
 
     // The same through the environment-style configuration.
     let home_dir = home.path().to_str().unwrap().to_string();
-    let vars: HashMap<&str, String> = [
-        ("HF_HOME", home_dir),
-        ("HF_ENDPOINT", endpoint),
-        ("HF_HUB_OFFLINE", "1".to_string()),
-    ]
-    .into_iter()
-    .collect();
+    let vars: HashMap<&str, String> =
+        [("HF_HOME", home_dir), ("HF_ENDPOINT", endpoint), ("HF_HUB_OFFLINE", "1".to_string())].into_iter().collect();
     let from_env = HubClient::from_lookup(|k| vars.get(k).cloned()).progress(false);
     assert!(from_env.is_offline());
     let via_env = from_env.fetch(REPO, REV, FILE, Some(&sha), None).unwrap();
@@ -370,16 +302,8 @@ fn offline_run_is_served_from_a_warm_cache() {
     assert_eq!(server.requests(), requests);
 
     // A file that was never downloaded is a clear offline error.
-    let err = format!(
-        "{:#}",
-        offline
-            .fetch(REPO, REV, "other.bin", None, None)
-            .unwrap_err()
-    );
-    assert!(
-        err.contains("not in the cache at") && err.contains("offline mode is on"),
-        "{err}"
-    );
+    let err = format!("{:#}", offline.fetch(REPO, REV, "other.bin", None, None).unwrap_err());
+    assert!(err.contains("not in the cache at") && err.contains("offline mode is on"), "{err}");
 }
 
 #[test]
@@ -399,12 +323,7 @@ fn corrupted_cache_entry_is_removed() {
     std::fs::write(&blob, &damaged).unwrap();
 
     let offline = hub.clone().offline(true);
-    let err = format!(
-        "{:#}",
-        offline
-            .fetch(REPO, REV, FILE, Some(&sha), None)
-            .unwrap_err()
-    );
+    let err = format!("{:#}", offline.fetch(REPO, REV, FILE, Some(&sha), None).unwrap_err());
     assert!(err.contains("corrupt") && err.contains(&sha), "{err}");
     assert_eq!(hub.cached(REPO, REV, FILE).unwrap(), None);
 
@@ -420,10 +339,7 @@ fn wrong_announced_size_fails_before_downloading() {
     server.serve(REPO, REV, FILE, &data, Mode::Full);
     let cache = tempfile::tempdir().unwrap();
     let hub = client(&server, cache.path());
-    let err = format!(
-        "{:#}",
-        hub.fetch(REPO, REV, FILE, None, Some(999)).unwrap_err()
-    );
+    let err = format!("{:#}", hub.fetch(REPO, REV, FILE, None, Some(999)).unwrap_err());
     assert!(err.contains("1000 bytes") && err.contains("999"), "{err}");
     assert!(blobs(cache.path()).is_empty());
 }

@@ -55,14 +55,7 @@ impl Batcher {
                 "batch size {batch_size} is larger than the {n_items} items and drop_last is set: an epoch would have no batch"
             );
         }
-        Ok(Self {
-            n_items,
-            batch_size,
-            seed,
-            drop_last,
-            position: BatchPosition::default(),
-            order: None,
-        })
+        Ok(Self { n_items, batch_size, seed, drop_last, position: BatchPosition::default(), order: None })
     }
 
     /// The order in which epoch `epoch` visits the items (independent of the batcher's position).
@@ -136,10 +129,7 @@ impl Batcher {
     }
 
     fn advance_epoch(&mut self) {
-        self.position = BatchPosition {
-            epoch: self.position.epoch + 1,
-            offset: 0,
-        };
+        self.position = BatchPosition { epoch: self.position.epoch + 1, offset: 0 };
         self.order = None;
     }
 
@@ -148,9 +138,7 @@ impl Batcher {
         let per_epoch = self.items_per_epoch();
         let epoch = self.position.epoch;
         let (seed, n_items) = (self.seed, self.n_items);
-        let order = self
-            .order
-            .get_or_insert_with(|| order_of(seed, n_items, epoch));
+        let order = self.order.get_or_insert_with(|| order_of(seed, n_items, epoch));
         let start = self.position.offset;
         let end = (start + self.batch_size).min(per_epoch);
         let batch = order[start..end].to_vec();
@@ -225,8 +213,7 @@ mod tests {
         let expected = take(&mut a, 15);
 
         let mut b = Batcher::new(50, 8, 9, false).unwrap();
-        b.set_position(serde_json::from_str(&saved).unwrap())
-            .unwrap();
+        b.set_position(serde_json::from_str(&saved).unwrap()).unwrap();
         assert_eq!(b.epoch(), 1);
         assert_eq!(b.batch_in_epoch(), 3);
         assert_eq!(take(&mut b, 15), expected);
@@ -237,30 +224,12 @@ mod tests {
         assert!(Batcher::new(0, 4, 0, false).is_err());
         assert!(Batcher::new(10, 0, 0, false).is_err());
         assert!(Batcher::new(3, 4, 0, true).is_err());
-        assert_eq!(
-            Batcher::new(3, 4, 0, false).unwrap().next_indices().len(),
-            3
-        );
+        assert_eq!(Batcher::new(3, 4, 0, false).unwrap().next_indices().len(), 3);
         let mut b = Batcher::new(10, 4, 0, false).unwrap();
-        let err = b
-            .set_position(BatchPosition {
-                epoch: 0,
-                offset: 11,
-            })
-            .unwrap_err();
+        let err = b.set_position(BatchPosition { epoch: 0, offset: 11 }).unwrap_err();
         assert!(err.to_string().contains("offset 11"), "{err}");
         // An offset at the very end of an epoch means the start of the next one.
-        b.set_position(BatchPosition {
-            epoch: 4,
-            offset: 10,
-        })
-        .unwrap();
-        assert_eq!(
-            b.position(),
-            BatchPosition {
-                epoch: 5,
-                offset: 0
-            }
-        );
+        b.set_position(BatchPosition { epoch: 4, offset: 10 }).unwrap();
+        assert_eq!(b.position(), BatchPosition { epoch: 5, offset: 0 });
     }
 }

@@ -63,9 +63,7 @@ impl IdxImages {
         if rows == 0 || cols == 0 {
             bail!("IDX images must have at least one row and one column, got {rows}x{cols}");
         }
-        let per_image = rows
-            .checked_mul(cols)
-            .with_context(|| format!("IDX images of {rows}x{cols} are too large"))?;
+        let per_image = rows.checked_mul(cols).with_context(|| format!("IDX images of {rows}x{cols} are too large"))?;
         let count = pixels.len() / per_image;
         if count * per_image != pixels.len() {
             bail!(
@@ -73,12 +71,7 @@ impl IdxImages {
                 pixels.len()
             );
         }
-        Ok(Self {
-            count,
-            rows,
-            cols,
-            pixels,
-        })
+        Ok(Self { count, rows, cols, pixels })
     }
 }
 
@@ -102,16 +95,14 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     })?;
     if raw.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::with_capacity(raw.len() * 4);
-        MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .with_context(|| {
-                format!(
-                    "{}: corrupt or truncated gzip data ({} compressed bytes, {} bytes decompressed before the error)",
-                    path.display(),
-                    raw.len(),
-                    out.len()
-                )
-            })?;
+        MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut out).with_context(|| {
+            format!(
+                "{}: corrupt or truncated gzip data ({} compressed bytes, {} bytes decompressed before the error)",
+                path.display(),
+                raw.len(),
+                out.len()
+            )
+        })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -119,12 +110,7 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn be_u32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_be_bytes([
-        bytes[offset],
-        bytes[offset + 1],
-        bytes[offset + 2],
-        bytes[offset + 3],
-    ])
+    u32::from_be_bytes([bytes[offset], bytes[offset + 1], bytes[offset + 2], bytes[offset + 3]])
 }
 
 /// Checks the header length and magic number; `origin` names the source in error messages.
@@ -156,13 +142,7 @@ fn check_header(bytes: &[u8], origin: &Path, magic: u32, header_len: usize) -> R
 }
 
 /// Checks that exactly `expected` data bytes follow a `header_len`-byte header.
-fn check_data_len(
-    bytes: &[u8],
-    origin: &Path,
-    header_len: usize,
-    expected: usize,
-    what: &str,
-) -> Result<()> {
+fn check_data_len(bytes: &[u8], origin: &Path, header_len: usize, expected: usize, what: &str) -> Result<()> {
     let found = bytes.len() - header_len;
     if found < expected {
         bail!(
@@ -194,41 +174,18 @@ pub fn parse_images(bytes: &[u8], origin: &Path) -> Result<IdxImages> {
             origin.display()
         );
     }
-    let expected = count
-        .checked_mul(rows)
-        .and_then(|n| n.checked_mul(cols))
-        .with_context(|| {
-            format!(
-                "{}: the header announces {count} images of {rows}x{cols}, too many bytes to address",
-                origin.display()
-            )
-        })?;
-    check_data_len(
-        bytes,
-        origin,
-        IMAGES_HEADER_LEN,
-        expected,
-        &format!("image ({count} x {rows}x{cols})"),
-    )?;
-    Ok(IdxImages {
-        count,
-        rows,
-        cols,
-        pixels: bytes[IMAGES_HEADER_LEN..].to_vec(),
-    })
+    let expected = count.checked_mul(rows).and_then(|n| n.checked_mul(cols)).with_context(|| {
+        format!("{}: the header announces {count} images of {rows}x{cols}, too many bytes to address", origin.display())
+    })?;
+    check_data_len(bytes, origin, IMAGES_HEADER_LEN, expected, &format!("image ({count} x {rows}x{cols})"))?;
+    Ok(IdxImages { count, rows, cols, pixels: bytes[IMAGES_HEADER_LEN..].to_vec() })
 }
 
 /// Parses the (decompressed) bytes of an IDX label file; `origin` names them in error messages.
 pub fn parse_labels(bytes: &[u8], origin: &Path) -> Result<Vec<u8>> {
     check_header(bytes, origin, LABELS_MAGIC, LABELS_HEADER_LEN)?;
     let count = be_u32(bytes, 4) as usize;
-    check_data_len(
-        bytes,
-        origin,
-        LABELS_HEADER_LEN,
-        count,
-        &format!("label ({count} labels)"),
-    )?;
+    check_data_len(bytes, origin, LABELS_HEADER_LEN, count, &format!("label ({count} labels)"))?;
     Ok(bytes[LABELS_HEADER_LEN..].to_vec())
 }
 
@@ -243,17 +200,13 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn u32_field(value: usize, name: &str) -> Result<[u8; 4]> {
-    let v = u32::try_from(value)
-        .with_context(|| format!("IDX {name} {value} does not fit the 32-bit header field"))?;
+    let v = u32::try_from(value).with_context(|| format!("IDX {name} {value} does not fit the 32-bit header field"))?;
     Ok(v.to_be_bytes())
 }
 
 /// The bytes of an IDX image file (uncompressed).
 pub fn encode_images(images: &IdxImages) -> Result<Vec<u8>> {
-    let expected = images
-        .count
-        .checked_mul(images.rows)
-        .and_then(|n| n.checked_mul(images.cols));
+    let expected = images.count.checked_mul(images.rows).and_then(|n| n.checked_mul(images.cols));
     if expected != Some(images.pixels.len()) {
         bail!(
             "cannot encode IDX images: {} pixel bytes for {} images of {}x{} (expected count x rows x cols)",
@@ -337,10 +290,7 @@ mod tests {
             write_images(&ip, &images, compression).unwrap();
             write_labels(&lp, &labels, compression).unwrap();
             let bytes = std::fs::read(&ip).unwrap();
-            assert_eq!(
-                bytes.starts_with(&GZIP_MAGIC),
-                compression == Compression::Gzip
-            );
+            assert_eq!(bytes.starts_with(&GZIP_MAGIC), compression == Compression::Gzip);
             assert_eq!(read_images(&ip).unwrap(), images);
             assert_eq!(read_labels(&lp).unwrap(), labels);
         }
@@ -428,10 +378,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let err = format!(
-            "{:#}",
-            read_labels(Path::new("/nonexistent/dir/labels-idx1-ubyte")).unwrap_err()
-        );
+        let err = format!("{:#}", read_labels(Path::new("/nonexistent/dir/labels-idx1-ubyte")).unwrap_err());
         assert!(err.contains("does not exist"), "{err}");
         assert!(err.contains("/nonexistent/dir/labels-idx1-ubyte"), "{err}");
     }
@@ -440,12 +387,7 @@ mod tests {
     fn inconsistent_pixels_are_rejected() {
         assert!(IdxImages::new(4, 5, vec![0; 21]).is_err());
         assert!(IdxImages::new(0, 5, vec![]).is_err());
-        let bad = IdxImages {
-            count: 2,
-            rows: 2,
-            cols: 2,
-            pixels: vec![0; 7],
-        };
+        let bad = IdxImages { count: 2, rows: 2, cols: 2, pixels: vec![0; 7] };
         assert!(encode_images(&bad).is_err());
     }
 }

@@ -87,35 +87,19 @@ impl Mnist {
         if rows == 0 || cols == 0 {
             bail!("MNIST images must be at least 1x1, got {rows}x{cols}");
         }
-        let per_image = rows
-            .checked_mul(cols)
-            .with_context(|| format!("MNIST images of {rows}x{cols} are too large"))?;
+        let per_image =
+            rows.checked_mul(cols).with_context(|| format!("MNIST images of {rows}x{cols} are too large"))?;
         let n_images = images.len() / per_image;
         if n_images * per_image != images.len() {
-            bail!(
-                "{} pixel bytes are not a whole number of {rows}x{cols} images",
-                images.len()
-            );
+            bail!("{} pixel bytes are not a whole number of {rows}x{cols} images", images.len());
         }
         if n_images != labels.len() {
-            bail!(
-                "image and label counts disagree: {n_images} images, {} labels",
-                labels.len()
-            );
+            bail!("image and label counts disagree: {n_images} images, {} labels", labels.len());
         }
-        if let Some((i, &l)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= NUM_CLASSES)
-        {
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= NUM_CLASSES) {
             bail!("label {l} of item {i} is not a digit (expected 0..=9)");
         }
-        Ok(Self {
-            images,
-            labels,
-            rows,
-            cols,
-        })
+        Ok(Self { images, labels, rows, cols })
     }
 
     /// Reads a set from an IDX image file and an IDX label file (each raw or gzip-compressed).
@@ -131,33 +115,22 @@ impl Mnist {
                 labels.len()
             );
         }
-        Self::new(images.pixels, labels, images.rows, images.cols).with_context(|| {
-            format!(
-                "invalid MNIST data in {} / {}",
-                images_path.display(),
-                labels_path.display()
-            )
-        })
+        Self::new(images.pixels, labels, images.rows, images.cols)
+            .with_context(|| format!("invalid MNIST data in {} / {}", images_path.display(), labels_path.display()))
     }
 
     /// The first 10,000 images of the MNIST **training** set, shipped in `data/mnist/`.
     pub fn bundled_train_subset() -> Result<Self> {
         let dir = bundled_dir();
-        Self::from_files(
-            &dir.join("train-10k-images-idx3-ubyte.gz"),
-            &dir.join("train-10k-labels-idx1-ubyte.gz"),
-        )
-        .context("cannot load the bundled MNIST training subset (data/mnist/train-10k-*)")
+        Self::from_files(&dir.join("train-10k-images-idx3-ubyte.gz"), &dir.join("train-10k-labels-idx1-ubyte.gz"))
+            .context("cannot load the bundled MNIST training subset (data/mnist/train-10k-*)")
     }
 
     /// The first 1,000 images of the MNIST **test** set, shipped in `data/mnist/`.
     pub fn bundled_test_slice() -> Result<Self> {
         let dir = bundled_dir();
-        Self::from_files(
-            &dir.join("test-1k-images-idx3-ubyte.gz"),
-            &dir.join("test-1k-labels-idx1-ubyte.gz"),
-        )
-        .context("cannot load the bundled MNIST test slice (data/mnist/test-1k-*)")
+        Self::from_files(&dir.join("test-1k-images-idx3-ubyte.gz"), &dir.join("test-1k-labels-idx1-ubyte.gz"))
+            .context("cannot load the bundled MNIST test slice (data/mnist/test-1k-*)")
     }
 
     /// The bundled subset of a split: [`Mnist::bundled_train_subset`] or
@@ -200,8 +173,7 @@ impl Mnist {
     /// (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
     /// `t10k-labels-idx1-ubyte`, each raw or with a `.gz` suffix).
     pub fn from_dir(dir: &Path, split: Split) -> Result<Self> {
-        let (images, labels) =
-            Self::find_files(dir, split).with_context(|| missing_message(&[dir], split))?;
+        let (images, labels) = Self::find_files(dir, split).with_context(|| missing_message(&[dir], split))?;
         Self::from_files(&images, &labels)
     }
 
@@ -212,11 +184,7 @@ impl Mnist {
     /// if the full set is not there and `allow_bundled_fallback` is true, the bundled subset of
     /// the split is returned instead (with a note on standard error), otherwise the error tells
     /// how to get the data. Files that exist but are damaged are always an error.
-    pub fn load(
-        data_dir: Option<&Path>,
-        split: Split,
-        allow_bundled_fallback: bool,
-    ) -> Result<Self> {
+    pub fn load(data_dir: Option<&Path>, split: Split, allow_bundled_fallback: bool) -> Result<Self> {
         match data_dir {
             Some(dir) => {
                 let nested = dir.join("mnist");
@@ -282,10 +250,7 @@ impl Mnist {
         let mut labels = Vec::with_capacity(indices.len());
         for (pos, &i) in indices.iter().enumerate() {
             let image = self.image(i).with_context(|| {
-                format!(
-                    "batch index {i} (position {pos}) is out of range for an MNIST set of {} images",
-                    self.len()
-                )
+                format!("batch index {i} (position {pos}) is out of range for an MNIST set of {} images", self.len())
             })?;
             pixels.extend(image.iter().map(|&p| p as f32 / 255.0));
             labels.push(self.labels[i] as u32);
@@ -329,11 +294,7 @@ impl Mnist {
 
 fn missing_message(dirs: &[&Path], split: Split) -> String {
     let (images, labels) = split.file_names();
-    let places = dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" or ");
+    let places = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" or ");
     format!(
         "the full MNIST {split} set was not found in {places} (looked for {images}[.gz] and {labels}[.gz]); \
          run `scripts/fetch-data.sh mnist` to download it into {}, or pass `--data-dir DIR` with DIR holding the MNIST IDX files",
@@ -352,10 +313,7 @@ mod tests {
         assert_eq!(m.images.len(), expected * 28 * 28);
         let counts = m.class_counts();
         assert_eq!(counts.iter().sum::<usize>(), expected);
-        assert!(
-            counts.iter().all(|&c| c > 0),
-            "every class present: {counts:?}"
-        );
+        assert!(counts.iter().all(|&c| c > 0), "every class present: {counts:?}");
         assert!(m.labels.iter().all(|&l| l < 10));
     }
 
@@ -375,26 +333,12 @@ mod tests {
 
     fn write_fake_split(dir: &Path, split: Split, n: usize, compression: Compression) {
         let (images, labels) = split.file_names();
-        let suffix = if compression == Compression::Gzip {
-            ".gz"
-        } else {
-            ""
-        };
+        let suffix = if compression == Compression::Gzip { ".gz" } else { "" };
         let pixels: Vec<u8> = (0..n * 4).map(|i| (i * 37 % 256) as u8).collect();
         let idx_images = IdxImages::new(2, 2, pixels).unwrap();
-        write_images(
-            &dir.join(format!("{images}{suffix}")),
-            &idx_images,
-            compression,
-        )
-        .unwrap();
+        write_images(&dir.join(format!("{images}{suffix}")), &idx_images, compression).unwrap();
         let labels_v: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        write_labels(
-            &dir.join(format!("{labels}{suffix}")),
-            &labels_v,
-            compression,
-        )
-        .unwrap();
+        write_labels(&dir.join(format!("{labels}{suffix}")), &labels_v, compression).unwrap();
     }
 
     #[test]
@@ -409,47 +353,25 @@ mod tests {
         assert_eq!(test.labels, vec![0, 1, 2, 3, 4]);
 
         // Labels of another length.
-        write_labels(
-            &dir.path().join("t10k-labels-idx1-ubyte.gz"),
-            &[1, 2, 3],
-            Compression::Gzip,
-        )
-        .unwrap();
-        let err = format!(
-            "{:#}",
-            Mnist::from_dir(dir.path(), Split::Test).unwrap_err()
-        );
+        write_labels(&dir.path().join("t10k-labels-idx1-ubyte.gz"), &[1, 2, 3], Compression::Gzip).unwrap();
+        let err = format!("{:#}", Mnist::from_dir(dir.path(), Split::Test).unwrap_err());
         assert!(err.contains("5 images"), "{err}");
         assert!(err.contains("3 labels"), "{err}");
 
         // Labels that are not digits.
-        write_labels(
-            &dir.path().join("t10k-labels-idx1-ubyte.gz"),
-            &[1, 2, 3, 42, 0],
-            Compression::Gzip,
-        )
-        .unwrap();
-        let err = format!(
-            "{:#}",
-            Mnist::from_dir(dir.path(), Split::Test).unwrap_err()
-        );
+        write_labels(&dir.path().join("t10k-labels-idx1-ubyte.gz"), &[1, 2, 3, 42, 0], Compression::Gzip).unwrap();
+        let err = format!("{:#}", Mnist::from_dir(dir.path(), Split::Test).unwrap_err());
         assert!(err.contains("label 42 of item 3"), "{err}");
     }
 
     #[test]
     fn missing_data_points_to_the_fetch_script() {
         let dir = tempfile::tempdir().unwrap();
-        let err = format!(
-            "{:#}",
-            Mnist::from_dir(dir.path(), Split::Train).unwrap_err()
-        );
+        let err = format!("{:#}", Mnist::from_dir(dir.path(), Split::Train).unwrap_err());
         assert!(err.contains("scripts/fetch-data.sh mnist"), "{err}");
         assert!(err.contains("--data-dir"), "{err}");
         assert!(err.contains("train-images-idx3-ubyte"), "{err}");
-        let err = format!(
-            "{:#}",
-            Mnist::load(Some(dir.path()), Split::Test, true).unwrap_err()
-        );
+        let err = format!("{:#}", Mnist::load(Some(dir.path()), Split::Test, true).unwrap_err());
         assert!(err.contains("scripts/fetch-data.sh mnist"), "{err}");
         assert!(err.contains("t10k-images-idx3-ubyte"), "{err}");
     }
@@ -460,37 +382,19 @@ mod tests {
         let nested = dir.path().join("mnist");
         std::fs::create_dir_all(&nested).unwrap();
         write_fake_split(&nested, Split::Test, 3, Compression::Gzip);
-        assert_eq!(
-            Mnist::load(Some(dir.path()), Split::Test, false)
-                .unwrap()
-                .len(),
-            3
-        );
-        assert_eq!(
-            Mnist::load(Some(&nested), Split::Test, false)
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(Mnist::load(Some(dir.path()), Split::Test, false).unwrap().len(), 3);
+        assert_eq!(Mnist::load(Some(&nested), Split::Test, false).unwrap().len(), 3);
     }
 
     #[test]
     fn batch_subset_and_counts() {
-        let m = Mnist::new(
-            vec![0, 255, 51, 102, 10, 20, 30, 40, 1, 2, 3, 4],
-            vec![7, 3, 7],
-            2,
-            2,
-        )
-        .unwrap();
+        let m = Mnist::new(vec![0, 255, 51, 102, 10, 20, 30, 40, 1, 2, 3, 4], vec![7, 3, 7], 2, 2).unwrap();
         let (x, y) = m.batch(&[1, 0], &Device::Cpu).unwrap();
         assert_eq!(x.dims(), &[2, 1, 2, 2]);
         assert_eq!(y.dims(), &[2]);
         assert_eq!(y.to_vec1::<u32>().unwrap(), vec![3, 7]);
         let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(
-            (xs[4] - 0.0).abs() < 1e-6 && (xs[5] - 1.0).abs() < 1e-6 && (xs[6] - 0.2).abs() < 1e-6
-        );
+        assert!((xs[4] - 0.0).abs() < 1e-6 && (xs[5] - 1.0).abs() < 1e-6 && (xs[6] - 0.2).abs() < 1e-6);
         assert!((xs[0] - 10.0 / 255.0).abs() < 1e-6);
         let err = format!("{:#}", m.batch(&[0, 3], &Device::Cpu).unwrap_err());
         assert!(err.contains("index 3"), "{err}");
@@ -509,22 +413,14 @@ mod tests {
     #[test]
     fn bundled_subsets_are_prefixes_of_the_full_set_when_present() {
         let dir = workspace_root().join(".cache").join("mnist");
-        if Mnist::find_files(&dir, Split::Train).is_none()
-            || Mnist::find_files(&dir, Split::Test).is_none()
-        {
+        if Mnist::find_files(&dir, Split::Train).is_none() || Mnist::find_files(&dir, Split::Test).is_none() {
             return; // the full set is optional (scripts/fetch-data.sh mnist)
         }
         let train = Mnist::from_dir(&dir, Split::Train).unwrap();
         let test = Mnist::from_dir(&dir, Split::Test).unwrap();
         assert_eq!((train.len(), test.len()), (60_000, 10_000));
-        assert_eq!(
-            train.subset(0..10_000).unwrap(),
-            Mnist::bundled_train_subset().unwrap()
-        );
-        assert_eq!(
-            test.subset(0..1_000).unwrap(),
-            Mnist::bundled_test_slice().unwrap()
-        );
+        assert_eq!(train.subset(0..10_000).unwrap(), Mnist::bundled_train_subset().unwrap());
+        assert_eq!(test.subset(0..1_000).unwrap(), Mnist::bundled_test_slice().unwrap());
     }
 
     #[test]

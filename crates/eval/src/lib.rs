@@ -5,3 +5,8 @@
 
 pub mod judge;
 pub mod picture;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -39,5 +39,4 @@ mod tests {
         let z = Tensor::from_vec(z, (3, 4), &dev).unwrap();
         check_gradient(&x, |x| bce_with_logits(x, &z));
     }
-
 }

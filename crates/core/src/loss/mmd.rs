@@ -55,7 +55,13 @@ pub fn mmd2_multi_rbf(source: &Tensor, target: &Tensor, kernels: usize, multipli
 }
 
 /// Multi-kernel Gaussian MMD^2 with a fixed base bandwidth (squared-distance units).
-pub fn mmd2_multi_rbf_fixed(source: &Tensor, target: &Tensor, base: f64, kernels: usize, multiplier: f64) -> Result<Tensor> {
+pub fn mmd2_multi_rbf_fixed(
+    source: &Tensor,
+    target: &Tensor,
+    base: f64,
+    kernels: usize,
+    multiplier: f64,
+) -> Result<Tensor> {
     multi_rbf(source, target, Some(base), kernels, multiplier)
 }
 
@@ -110,7 +116,8 @@ mod tests {
         check_gradient(&b, |b| mmd2_multi_rbf_fixed(&a, b, 2.5, 5, 2.0));
         // The data-driven bandwidth equals the fixed one at its value, so the two agree in value.
         let pooled = Tensor::cat(&[&a, &b], 0).unwrap();
-        let d2 = pairwise_sq_dist(&pooled, &pooled).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() / (11.0 * 10.0);
+        let d2 =
+            pairwise_sq_dist(&pooled, &pooled).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() / (11.0 * 10.0);
         let x = mmd2_multi_rbf(&a, &b, 5, 2.0).unwrap().to_scalar::<f64>().unwrap();
         let y = mmd2_multi_rbf_fixed(&a, &b, d2, 5, 2.0).unwrap().to_scalar::<f64>().unwrap();
         assert!((x - y).abs() < 1e-12);

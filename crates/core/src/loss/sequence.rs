@@ -19,10 +19,19 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 ///
 /// Positions whose target equals `pad_id` are ignored. Returns `(mean loss per real token,
 /// number of real tokens)`. With no real token the loss is zero (not NaN).
-pub fn sequence_cross_entropy(logits: &Tensor, targets: &Tensor, pad_id: u32, smoothing: f64) -> Result<(Tensor, usize)> {
+pub fn sequence_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    pad_id: u32,
+    smoothing: f64,
+) -> Result<(Tensor, usize)> {
     let (b, t, v) = logits.dims3()?;
     if targets.dims() != [b, t] {
-        candle_core::bail!("targets have shape {:?}, expected [{b}, {t}] to match logits {:?}", targets.dims(), logits.dims());
+        candle_core::bail!(
+            "targets have shape {:?}, expected [{b}, {t}] to match logits {:?}",
+            targets.dims(),
+            logits.dims()
+        );
     }
     if !(0.0..1.0).contains(&smoothing) {
         candle_core::bail!("label smoothing must be in [0, 1), got {smoothing}");

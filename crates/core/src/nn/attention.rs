@@ -14,9 +14,7 @@ use crate::ZooRng;
 /// A `[tq, tk]` u8 mask with 1 where query `i` must not see key `j` (`j > i + tk - tq`).
 pub fn causal_mask(tq: usize, tk: usize, dev: &Device) -> Result<Tensor> {
     let offset = tk as i64 - tq as i64;
-    let v: Vec<u8> = (0..tq)
-        .flat_map(|i| (0..tk).map(move |j| u8::from(j as i64 > i as i64 + offset)))
-        .collect();
+    let v: Vec<u8> = (0..tq).flat_map(|i| (0..tk).map(move |j| u8::from(j as i64 > i as i64 + offset))).collect();
     Tensor::from_vec(v, (tq, tk), dev)
 }
 
@@ -70,7 +68,11 @@ impl MultiHeadAttention {
         let (b, tq, d) = query.dims3()?;
         let (bk, tk, dk) = key_value.dims3()?;
         if b != bk || d != dk {
-            candle_core::bail!("attention: query {:?} and key/value {:?} disagree in batch or width", query.dims(), key_value.dims());
+            candle_core::bail!(
+                "attention: query {:?} and key/value {:?} disagree in batch or width",
+                query.dims(),
+                key_value.dims()
+            );
         }
         let q = self.split_heads(&self.q_proj.forward(query)?)?;
         let k = self.split_heads(&self.k_proj.forward(key_value)?)?;

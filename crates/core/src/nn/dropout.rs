@@ -21,9 +21,8 @@ pub fn dropout(x: &Tensor, p: f64, rng: &mut ZooRng) -> Result<Tensor> {
     if p == 0.0 {
         return Ok(x.clone());
     }
-    let mask = rng
-        .bernoulli(x.shape(), 1.0 - p, x.dtype(), x.device())
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let mask =
+        rng.bernoulli(x.shape(), 1.0 - p, x.dtype(), x.device()).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     x.mul(&(mask * (1.0 / (1.0 - p)))?)
 }
 

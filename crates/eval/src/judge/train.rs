@@ -35,8 +35,21 @@ impl JudgeTrainer {
         zoo_core::init::init_torch_default(judge.varmap(), &mut ZooRng::derive(cfg.seed, "init"))?;
         let batcher = Batcher::new(data.len(), cfg.batch_size, cfg.seed, true)?;
         let opt = Adam::new(named_vars(judge.varmap(), ""), AdamConfig::new(cfg.lr))?;
-        let schedule = Schedule::StepDecay { lr: cfg.lr, every: batcher.batches_per_epoch() as u64, gamma: cfg.lr_decay_per_epoch };
-        Ok(Self { dropout_rng: ZooRng::derive(cfg.seed, "dropout"), judge, cfg, data, batcher, opt, schedule, dev: dev.clone() })
+        let schedule = Schedule::StepDecay {
+            lr: cfg.lr,
+            every: batcher.batches_per_epoch() as u64,
+            gamma: cfg.lr_decay_per_epoch,
+        };
+        Ok(Self {
+            dropout_rng: ZooRng::derive(cfg.seed, "dropout"),
+            judge,
+            cfg,
+            data,
+            batcher,
+            opt,
+            schedule,
+            dev: dev.clone(),
+        })
     }
 
     /// Total optimisation steps of the recipe (`epochs * batches per epoch`).
@@ -59,7 +72,11 @@ impl TrainTask for JudgeTrainer {
         let loss = cross_entropy(&logits, &y)?;
         self.opt.step(&loss.backward()?)?;
         let correct = logits.argmax(1)?.eq(&y)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()?;
-        Ok(vec![("loss".into(), loss.to_scalar::<f32>()? as f64), ("batch_accuracy".into(), correct as f64), ("lr".into(), lr)])
+        Ok(vec![
+            ("loss".into(), loss.to_scalar::<f32>()? as f64),
+            ("batch_accuracy".into(), correct as f64),
+            ("lr".into(), lr),
+        ])
     }
 
     fn save_weights(&self, path: &Path, step: u64) -> Result<()> {
@@ -98,7 +115,13 @@ mod tests {
     #[test]
     fn one_step_reaches_every_variable_and_loss_decreases() {
         let dev = Device::Cpu;
-        let mut t = JudgeTrainer::new(&JudgeConfig::lenet(), JudgeTrainConfig { batch_size: 32, ..Default::default() }, small_data(), &dev).unwrap();
+        let mut t = JudgeTrainer::new(
+            &JudgeConfig::lenet(),
+            JudgeTrainConfig { batch_size: 32, ..Default::default() },
+            small_data(),
+            &dev,
+        )
+        .unwrap();
         let (x, y) = t.data.batch(&(0..32).collect::<Vec<_>>(), &dev).unwrap();
         let loss = cross_entropy(&t.judge.forward_train(&x, &mut ZooRng::new(0)).unwrap(), &y).unwrap();
         let grads = loss.backward().unwrap();

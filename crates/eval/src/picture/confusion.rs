@@ -25,11 +25,7 @@ const MARGIN: u32 = 12;
 /// Errors when the slices differ in length or a class is not below `n_classes`.
 pub fn confusion_matrix(truth: &[u32], pred: &[u32], n_classes: usize) -> Result<Vec<Vec<u64>>> {
     if truth.len() != pred.len() {
-        bail!(
-            "confusion matrix: {} true labels but {} predictions",
-            truth.len(),
-            pred.len()
-        );
+        bail!("confusion matrix: {} true labels but {} predictions", truth.len(), pred.len());
     }
     let mut m = vec![vec![0u64; n_classes]; n_classes];
     for (i, (&t, &p)) in truth.iter().zip(pred).enumerate() {
@@ -66,17 +62,8 @@ impl Layout {
     fn new(matrix: &[Vec<u64>], names: &[String]) -> Self {
         let n = matrix.len() as u32;
         let th = text_height(TEXT_SCALE);
-        let widest_count = matrix
-            .iter()
-            .flatten()
-            .map(|c| text_width(&c.to_string(), TEXT_SCALE))
-            .max()
-            .unwrap_or(0);
-        let widest_name = names
-            .iter()
-            .map(|s| text_width(s, TEXT_SCALE))
-            .max()
-            .unwrap_or(0);
+        let widest_count = matrix.iter().flatten().map(|c| text_width(&c.to_string(), TEXT_SCALE)).max().unwrap_or(0);
+        let widest_name = names.iter().map(|s| text_width(s, TEXT_SCALE)).max().unwrap_or(0);
         let cell = (widest_count + 10).max(th + 16).max(40);
         let row_label_w = widest_name.max(text_width("true", TEXT_SCALE));
         let x0 = MARGIN + row_label_w + 10;
@@ -84,22 +71,12 @@ impl Layout {
         let y0 = MARGIN + th + 8 + th + 8;
         let width = (x0 + n * cell + MARGIN).max(x0 + text_width("predicted", TEXT_SCALE) + MARGIN);
         let height = y0 + n * cell + MARGIN;
-        Self {
-            n,
-            cell,
-            x0,
-            y0,
-            width,
-            height,
-        }
+        Self { n, cell, x0, y0, width, height }
     }
 
     /// Top-left corner of cell `(row, col)`.
     fn cell_origin(&self, row: usize, col: usize) -> (u32, u32) {
-        (
-            self.x0 + col as u32 * self.cell,
-            self.y0 + row as u32 * self.cell,
-        )
+        (self.x0 + col as u32 * self.cell, self.y0 + row as u32 * self.cell)
     }
 }
 
@@ -115,20 +92,14 @@ pub fn confusion_image(matrix: &[Vec<u64>], class_names: &[String]) -> Result<Rg
         bail!("confusion matrix of {n} classes is too large to draw (at most 200)");
     }
     if let Some((r, row)) = matrix.iter().enumerate().find(|(_, row)| row.len() != n) {
-        bail!(
-            "confusion matrix must be square: row {r} has {} entries, expected {n}",
-            row.len()
-        );
+        bail!("confusion matrix must be square: row {r} has {} entries, expected {n}", row.len());
     }
     let names: Vec<String> = if class_names.is_empty() {
         (0..n).map(|i| i.to_string()).collect()
     } else if class_names.len() == n {
         class_names.to_vec()
     } else {
-        bail!(
-            "{} class names for a {n}x{n} confusion matrix",
-            class_names.len()
-        );
+        bail!("{} class names for a {n}x{n} confusion matrix", class_names.len());
     };
     let layout = Layout::new(matrix, &names);
     let mut img = RgbImage::from_pixel(layout.width, layout.height, Rgb(WHITE));
@@ -138,50 +109,18 @@ pub fn confusion_image(matrix: &[Vec<u64>], class_names: &[String]) -> Result<Rg
     let cell = layout.cell as i64;
     let matrix_w = layout.n as i64 * cell;
 
-    font::draw_text_centred(
-        &mut img,
-        layout.x0 as i64 + matrix_w / 2,
-        MARGIN as i64,
-        "predicted",
-        text,
-        TEXT_SCALE,
-    );
-    font::draw_text(
-        &mut img,
-        MARGIN as i64,
-        layout.y0 as i64 - th - 8,
-        "true",
-        text,
-        TEXT_SCALE,
-    );
+    font::draw_text_centred(&mut img, layout.x0 as i64 + matrix_w / 2, MARGIN as i64, "predicted", text, TEXT_SCALE);
+    font::draw_text(&mut img, MARGIN as i64, layout.y0 as i64 - th - 8, "true", text, TEXT_SCALE);
     for (i, name) in names.iter().enumerate() {
         let (cx, cy) = layout.cell_origin(i, i);
-        font::draw_text_centred(
-            &mut img,
-            cx as i64 + cell / 2,
-            layout.y0 as i64 - th - 8,
-            name,
-            text,
-            TEXT_SCALE,
-        );
+        font::draw_text_centred(&mut img, cx as i64 + cell / 2, layout.y0 as i64 - th - 8, name, text, TEXT_SCALE);
         let w = text_width(name, TEXT_SCALE) as i64;
-        font::draw_text(
-            &mut img,
-            layout.x0 as i64 - 10 - w,
-            cy as i64 + (cell - ch) / 2,
-            name,
-            text,
-            TEXT_SCALE,
-        );
+        font::draw_text(&mut img, layout.x0 as i64 - 10 - w, cy as i64 + (cell - ch) / 2, name, text, TEXT_SCALE);
     }
     for (r, row) in matrix.iter().enumerate() {
         let total: u64 = row.iter().sum();
         for (c, &count) in row.iter().enumerate() {
-            let fraction = if total == 0 {
-                0.0
-            } else {
-                count as f64 / total as f64
-            };
+            let fraction = if total == 0 { 0.0 } else { count as f64 / total as f64 };
             let (x, y) = layout.cell_origin(r, c);
             fill_rect(&mut img, x as i64, y as i64, cell, cell, shade(fraction));
             let ink = if fraction > 0.5 { WHITE } else { text };
@@ -198,31 +137,10 @@ pub fn confusion_image(matrix: &[Vec<u64>], class_names: &[String]) -> Result<Rg
     // Thin lines between cells and a frame around the matrix.
     let line = [200, 200, 200];
     for k in 1..layout.n as i64 {
-        fill_rect(
-            &mut img,
-            layout.x0 as i64 + k * cell,
-            layout.y0 as i64,
-            1,
-            matrix_w,
-            line,
-        );
-        fill_rect(
-            &mut img,
-            layout.x0 as i64,
-            layout.y0 as i64 + k * cell,
-            matrix_w,
-            1,
-            line,
-        );
+        fill_rect(&mut img, layout.x0 as i64 + k * cell, layout.y0 as i64, 1, matrix_w, line);
+        fill_rect(&mut img, layout.x0 as i64, layout.y0 as i64 + k * cell, matrix_w, 1, line);
     }
-    draw_rect_outline(
-        &mut img,
-        layout.x0 as i64,
-        layout.y0 as i64,
-        matrix_w,
-        matrix_w,
-        [60, 60, 60],
-    );
+    draw_rect_outline(&mut img, layout.x0 as i64, layout.y0 as i64, matrix_w, matrix_w, [60, 60, 60]);
     Ok(img)
 }
 
@@ -243,13 +161,8 @@ mod tests {
         let m = confusion_matrix(&truth, &pred, 3).unwrap();
         assert_eq!(m, vec![vec![1, 1, 0], vec![0, 1, 0], vec![1, 0, 2]]);
         assert_eq!(m.iter().flatten().sum::<u64>(), 6);
-        let err = confusion_matrix(&[0, 3], &[0, 1], 3)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("item 1") && err.contains("true class 3"),
-            "{err}"
-        );
+        let err = confusion_matrix(&[0, 3], &[0, 1], 3).unwrap_err().to_string();
+        assert!(err.contains("item 1") && err.contains("true class 3"), "{err}");
         assert!(confusion_matrix(&[0], &[0, 1], 3).is_err());
     }
 
@@ -258,10 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("confusion.png");
         let m = vec![vec![90, 10, 0], vec![0, 100, 0], vec![25, 25, 50]];
-        let names: Vec<String> = ["cat", "dog", "bird"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let names: Vec<String> = ["cat", "dog", "bird"].iter().map(|s| s.to_string()).collect();
         save_confusion_png(&m, &names, &path).unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         let layout = Layout::new(&m, &names);

@@ -34,14 +34,7 @@ pub struct CurveOptions {
 
 impl Default for CurveOptions {
     fn default() -> Self {
-        Self {
-            title: String::new(),
-            x_label: "step".to_string(),
-            width: 800,
-            height: 500,
-            smoothing: 0,
-            log_y: false,
-        }
+        Self { title: String::new(), x_label: "step".to_string(), width: 800, height: 500, smoothing: 0, log_y: false }
     }
 }
 
@@ -52,8 +45,7 @@ impl Default for CurveOptions {
 /// numeric `"step"`, or a requested field that holds something other than a number; asking for
 /// a field that no line has is an error listing the fields that exist.
 pub fn read_metrics_jsonl(log: &Path, keys: &[&str]) -> Result<Vec<Series>> {
-    let text = std::fs::read_to_string(log)
-        .with_context(|| format!("cannot read metrics log {}", log.display()))?;
+    let text = std::fs::read_to_string(log).with_context(|| format!("cannot read metrics log {}", log.display()))?;
     let mut names: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     let all = names.is_empty();
     let mut points: Vec<Vec<(f64, f64)>> = vec![Vec::new(); names.len()];
@@ -64,14 +56,11 @@ pub fn read_metrics_jsonl(log: &Path, keys: &[&str]) -> Result<Vec<Series>> {
         if line.is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {n}: malformed JSON", log.display()))?;
-        let obj = value.as_object().with_context(|| {
-            format!(
-                "{} line {n}: expected a JSON object, found {line}",
-                log.display()
-            )
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{} line {n}: malformed JSON", log.display()))?;
+        let obj = value
+            .as_object()
+            .with_context(|| format!("{} line {n}: expected a JSON object, found {line}", log.display()))?;
         let step = obj
             .get("step")
             .and_then(|s| s.as_f64())
@@ -92,12 +81,9 @@ pub fn read_metrics_jsonl(log: &Path, keys: &[&str]) -> Result<Vec<Series>> {
             match obj.get(name) {
                 None | Some(serde_json::Value::Null) => {}
                 Some(v) => {
-                    let y = v.as_f64().with_context(|| {
-                        format!(
-                            "{} line {n}: \"{name}\" is {v}, expected a number",
-                            log.display()
-                        )
-                    })?;
+                    let y = v
+                        .as_f64()
+                        .with_context(|| format!("{} line {n}: \"{name}\" is {v}, expected a number", log.display()))?;
                     if y.is_finite() {
                         pts.push((step, y));
                     }
@@ -109,10 +95,7 @@ pub fn read_metrics_jsonl(log: &Path, keys: &[&str]) -> Result<Vec<Series>> {
     if all {
         series.sort_by(|a, b| a.0.cmp(&b.0));
         if series.is_empty() {
-            bail!(
-                "{}: no numeric metric besides \"step\" in any line",
-                log.display()
-            );
+            bail!("{}: no numeric metric besides \"step\" in any line", log.display());
         }
     }
     for (name, pts) in &mut series {
@@ -121,11 +104,7 @@ pub fn read_metrics_jsonl(log: &Path, keys: &[&str]) -> Result<Vec<Series>> {
             bail!(
                 "{}: no line has the metric \"{name}\" (metrics present: {})",
                 log.display(),
-                if seen.is_empty() {
-                    "none".to_string()
-                } else {
-                    seen.join(", ")
-                }
+                if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
             );
         }
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -136,36 +115,21 @@ pub fn read_metrics_jsonl(log: &Path, keys: &[&str]) -> Result<Vec<Series>> {
 /// Plots the metrics `keys` of a JSON Lines log (see [`read_metrics_jsonl`]) as an 800x500 PNG
 /// titled with the log's file name.
 pub fn plot_curves_from_jsonl(log: &Path, keys: &[&str], out: &Path) -> Result<()> {
-    let title = log
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let opts = CurveOptions {
-        title,
-        ..CurveOptions::default()
-    };
+    let title = log.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let opts = CurveOptions { title, ..CurveOptions::default() };
     plot_curves_from_jsonl_with(log, keys, &opts, out)
 }
 
 /// Plots the metrics `keys` of a JSON Lines log with the given options.
-pub fn plot_curves_from_jsonl_with(
-    log: &Path,
-    keys: &[&str],
-    opts: &CurveOptions,
-    out: &Path,
-) -> Result<()> {
+pub fn plot_curves_from_jsonl_with(log: &Path, keys: &[&str], opts: &CurveOptions, out: &Path) -> Result<()> {
     let series = read_metrics_jsonl(log, keys)?;
-    let img =
-        curves_image(&series, opts).with_context(|| format!("cannot plot {}", log.display()))?;
+    let img = curves_image(&series, opts).with_context(|| format!("cannot plot {}", log.display()))?;
     save_png(&img, out)
 }
 
 /// Plots named series of `(x, y)` points as an 800x500 PNG with the given title.
 pub fn plot_curves(series: &[Series], title: &str, out: &Path) -> Result<()> {
-    let opts = CurveOptions {
-        title: title.to_string(),
-        ..CurveOptions::default()
-    };
+    let opts = CurveOptions { title: title.to_string(), ..CurveOptions::default() };
     let img = curves_image(series, &opts)?;
     save_png(&img, out)
 }
@@ -233,11 +197,7 @@ fn format_tick(v: f64, step: f64) -> String {
 /// and a legend, on a white background.
 pub fn curves_image(series: &[Series], opts: &CurveOptions) -> Result<RgbImage> {
     if opts.width < 200 || opts.height < 150 || opts.width > 8000 || opts.height > 8000 {
-        bail!(
-            "plot size {}x{} is out of the supported range (200x150 to 8000x8000)",
-            opts.width,
-            opts.height
-        );
+        bail!("plot size {}x{} is out of the supported range (200x150 to 8000x8000)", opts.width, opts.height);
     }
     if series.is_empty() {
         bail!("nothing to plot: no series given");
@@ -247,22 +207,13 @@ pub fn curves_image(series: &[Series], opts: &CurveOptions) -> Result<RgbImage> 
     let cleaned: Vec<(&str, Vec<(f64, f64)>)> = series
         .iter()
         .map(|(name, pts)| {
-            let mut p: Vec<(f64, f64)> = pts
-                .iter()
-                .filter(|p| keep(p))
-                .map(|&(x, y)| (x, ty(y)))
-                .collect();
+            let mut p: Vec<(f64, f64)> = pts.iter().filter(|p| keep(p)).map(|&(x, y)| (x, ty(y))).collect();
             p.sort_by(|a, b| a.0.total_cmp(&b.0));
             (name.as_str(), p)
         })
         .collect();
     let all = cleaned.iter().flat_map(|(_, p)| p.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in all {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -272,11 +223,7 @@ pub fn curves_image(series: &[Series], opts: &CurveOptions) -> Result<RgbImage> 
     if !x0.is_finite() {
         bail!(
             "nothing to plot: the series {} have no finite{} values",
-            series
-                .iter()
-                .map(|s| s.0.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            series.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(", "),
             if opts.log_y { " positive" } else { "" }
         );
     }
@@ -285,11 +232,7 @@ pub fn curves_image(series: &[Series], opts: &CurveOptions) -> Result<RgbImage> 
         x1 += 1.0;
     }
     if y1 - y0 <= 0.0 {
-        let pad = if opts.log_y {
-            0.5
-        } else {
-            (y0.abs() * 0.1).max(1e-3)
-        };
+        let pad = if opts.log_y { 0.5 } else { (y0.abs() * 0.1).max(1e-3) };
         y0 -= pad;
         y1 += pad;
     }
@@ -298,10 +241,7 @@ pub fn curves_image(series: &[Series], opts: &CurveOptions) -> Result<RgbImage> 
         let lo = y0.floor();
         let hi = y1.ceil().max(lo + 1.0);
         let stride = ((hi - lo) / 6.0).ceil().max(1.0);
-        let ticks: Vec<f64> = (0..)
-            .map(|k| lo + k as f64 * stride)
-            .take_while(|&t| t <= hi + stride - 1e-9)
-            .collect();
+        let ticks: Vec<f64> = (0..).map(|k| lo + k as f64 * stride).take_while(|&t| t <= hi + stride - 1e-9).collect();
         (ticks, stride)
     } else {
         nice_ticks(y0, y1, 6)
@@ -320,11 +260,7 @@ pub fn curves_image(series: &[Series], opts: &CurveOptions) -> Result<RgbImage> 
     let th = text_height(ts) as i64;
     let ch = cap_height(ts) as i64;
     let (w, h) = (opts.width as i64, opts.height as i64);
-    let y_label_w = y_ticks
-        .iter()
-        .map(|&v| text_width(&y_label(v), ts))
-        .max()
-        .unwrap_or(0) as i64;
+    let y_label_w = y_ticks.iter().map(|&v| text_width(&y_label(v), ts)).max().unwrap_or(0) as i64;
     let left = y_label_w + 16;
     let right = 24 + text_width(&format_tick(x1, x_step), ts) as i64 / 2;
     let top = if opts.title.is_empty() { 16 } else { th + 20 };
@@ -386,13 +322,7 @@ pub fn curves_image(series: &[Series], opts: &CurveOptions) -> Result<RgbImage> 
     // Legend, top right inside the plot area.
     let swatch = 24i64;
     let row_h = th + 6;
-    let legend_w = cleaned
-        .iter()
-        .map(|(name, _)| text_width(name, ts) as i64)
-        .max()
-        .unwrap_or(0)
-        + swatch
-        + 24;
+    let legend_w = cleaned.iter().map(|(name, _)| text_width(name, ts) as i64).max().unwrap_or(0) + swatch + 24;
     let legend_h = row_h * cleaned.len() as i64 + 8;
     let (lx, ly) = (left + pw - legend_w - 8, top + 8);
     fill_rect(&mut img, lx, ly, legend_w, legend_h, WHITE);
@@ -434,18 +364,12 @@ mod tests {
     #[test]
     fn malformed_line_error_names_the_line() {
         let dir = tempfile::tempdir().unwrap();
-        let log = write_log(
-            dir.path(),
-            "{\"step\": 1, \"loss\": 0.5}\n\n{\"step\": 2, \"loss\": 0.4\n",
-        );
+        let log = write_log(dir.path(), "{\"step\": 1, \"loss\": 0.5}\n\n{\"step\": 2, \"loss\": 0.4\n");
         let err = format!("{:#}", read_metrics_jsonl(&log, &["loss"]).unwrap_err());
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("metrics.jsonl"), "{err}");
         let out = dir.path().join("out.png");
-        let err = format!(
-            "{:#}",
-            plot_curves_from_jsonl(&log, &["loss"], &out).unwrap_err()
-        );
+        let err = format!("{:#}", plot_curves_from_jsonl(&log, &["loss"], &out).unwrap_err());
         assert!(err.contains("line 3"), "{err}");
         assert!(!out.exists());
 
@@ -488,12 +412,7 @@ mod tests {
         assert!(count_colour(&img, PALETTE[1]) > 300);
 
         let smooth = dir.path().join("smooth.png");
-        let opts = CurveOptions {
-            smoothing: 10,
-            log_y: true,
-            title: "loss (log)".into(),
-            ..CurveOptions::default()
-        };
+        let opts = CurveOptions { smoothing: 10, log_y: true, title: "loss (log)".into(), ..CurveOptions::default() };
         plot_curves_from_jsonl_with(&log, &["loss"], &opts, &smooth).unwrap();
         let img = image::open(&smooth).unwrap().to_rgb8();
         assert!(count_colour(&img, PALETTE[0]) > 300);
@@ -503,10 +422,7 @@ mod tests {
     fn plot_curves_handles_flat_and_single_point_series() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("flat.png");
-        let series = vec![
-            ("flat".to_string(), vec![(0.0, 1.0), (10.0, 1.0)]),
-            ("dot".to_string(), vec![(5.0, 1.0)]),
-        ];
+        let series = vec![("flat".to_string(), vec![(0.0, 1.0), (10.0, 1.0)]), ("dot".to_string(), vec![(5.0, 1.0)])];
         plot_curves(&series, "flat", &out).unwrap();
         let img = image::open(&out).unwrap().to_rgb8();
         assert!(count_colour(&img, PALETTE[0]) > 100);
@@ -526,9 +442,6 @@ mod tests {
         assert_eq!(format_tick(0.0, 0.5), "0");
         assert_eq!(format_tick(2.5e-5, 5e-6), "2.5e-5");
         assert_eq!(format_tick(3e-5, 1e-5), "3e-5");
-        assert_eq!(
-            moving_average(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)], 2),
-            vec![(0.0, 1.0), (1.0, 2.0), (2.0, 4.0)]
-        );
+        assert_eq!(moving_average(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)], 2), vec![(0.0, 1.0), (1.0, 2.0), (2.0, 4.0)]);
     }
 }

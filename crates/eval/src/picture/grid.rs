@@ -105,13 +105,7 @@ impl Layout {
         }
         let cols = ncols.min(n) as u32;
         let rows = n.div_ceil(cols as usize) as u32;
-        let layout = Self {
-            cols,
-            rows,
-            cell_w,
-            cell_h,
-            padding,
-        };
+        let layout = Self { cols, rows, cell_w, cell_h, padding };
         let (w, h) = (
             cols as u64 * cell_w as u64 + (cols as u64 + 1) * padding as u64,
             rows as u64 * cell_h as u64 + (rows as u64 + 1) * padding as u64,
@@ -133,10 +127,7 @@ impl Layout {
     /// Top-left corner of cell `i`.
     fn origin(&self, i: usize) -> (u32, u32) {
         let (r, c) = (i as u32 / self.cols, i as u32 % self.cols);
-        (
-            self.padding + c * (self.cell_w + self.padding),
-            self.padding + r * (self.cell_h + self.padding),
-        )
+        (self.padding + c * (self.cell_w + self.padding), self.padding + r * (self.cell_h + self.padding))
     }
 }
 
@@ -149,13 +140,7 @@ impl Layout {
 pub fn image_grid(images: &Tensor, ncols: usize, padding: usize, scale: usize) -> Result<RgbImage> {
     let host = HostImages::from_tensor(images)?;
     let side = |len: usize| u32::try_from(len.saturating_mul(scale.max(1))).unwrap_or(u32::MAX);
-    let layout = Layout::new(
-        host.n,
-        ncols,
-        side(host.w),
-        side(host.h),
-        u32::try_from(padding).unwrap_or(u32::MAX),
-    )?;
+    let layout = Layout::new(host.n, ncols, side(host.w), side(host.h), u32::try_from(padding).unwrap_or(u32::MAX))?;
     let scale = scale.max(1) as u32;
     let mut img = RgbImage::from_pixel(layout.width(), layout.height(), Rgb(GRID_PADDING_COLOUR));
     for i in 0..host.n {
@@ -166,13 +151,7 @@ pub fn image_grid(images: &Tensor, ncols: usize, padding: usize, scale: usize) -
 }
 
 /// Writes [`image_grid`]'s picture as a PNG file.
-pub fn save_image_grid(
-    images: &Tensor,
-    ncols: usize,
-    padding: usize,
-    scale: usize,
-    path: &Path,
-) -> Result<()> {
+pub fn save_image_grid(images: &Tensor, ncols: usize, padding: usize, scale: usize, path: &Path) -> Result<()> {
     let img = image_grid(images, ncols, padding, scale)?;
     save_png(&img, path)
 }
@@ -188,19 +167,10 @@ fn fit_label(label: &str, width: u32, scale: u32) -> String {
 ///
 /// Images smaller than 56 pixels are magnified to about 56 pixels; labels too long for the
 /// cell width are cut.
-pub fn labelled_grid(
-    images: &Tensor,
-    labels: &[String],
-    colours: &[[u8; 3]],
-    ncols: usize,
-) -> Result<RgbImage> {
+pub fn labelled_grid(images: &Tensor, labels: &[String], colours: &[[u8; 3]], ncols: usize) -> Result<RgbImage> {
     let host = HostImages::from_tensor(images)?;
     if labels.len() != host.n {
-        bail!(
-            "labelled grid: {} labels for {} images",
-            labels.len(),
-            host.n
-        );
+        bail!("labelled grid: {} labels for {} images", labels.len(), host.n);
     }
     if colours.len() != host.n && colours.len() != 1 {
         bail!(
@@ -213,13 +183,7 @@ pub fn labelled_grid(
     let cell_w = host.w as u32 * scale;
     let text_scale = if cell_w >= 40 { 2 } else { 1 };
     let strip = font::text_height(text_scale) + 4;
-    let layout = Layout::new(
-        host.n,
-        ncols,
-        cell_w,
-        host.h as u32 * scale + strip,
-        LABELLED_PADDING,
-    )?;
+    let layout = Layout::new(host.n, ncols, cell_w, host.h as u32 * scale + strip, LABELLED_PADDING)?;
     let mut img = RgbImage::from_pixel(layout.width(), layout.height(), Rgb(WHITE));
     for i in 0..host.n {
         let (x, y) = layout.origin(i);
@@ -227,22 +191,8 @@ pub fn labelled_grid(
         let colour = colours[if colours.len() == 1 { 0 } else { i }];
         let text = fit_label(&labels[i], cell_w, text_scale);
         let ty = y + host.h as u32 * scale + 3;
-        fill_rect(
-            &mut img,
-            x as i64,
-            ty as i64 - 3,
-            cell_w as i64,
-            strip as i64,
-            WHITE,
-        );
-        font::draw_text_centred(
-            &mut img,
-            x as i64 + cell_w as i64 / 2,
-            ty as i64,
-            &text,
-            colour,
-            text_scale,
-        );
+        fill_rect(&mut img, x as i64, ty as i64 - 3, cell_w as i64, strip as i64, WHITE);
+        font::draw_text_centred(&mut img, x as i64 + cell_w as i64 / 2, ty as i64, &text, colour, text_scale);
     }
     Ok(img)
 }
@@ -267,10 +217,7 @@ mod tests {
     /// Five constant 1-channel 4x3 images with values 0, 0.5, 1, 2 (clamped) and -1 (clamped).
     fn constant_images() -> Tensor {
         let values = [0.0f32, 0.5, 1.0, 2.0, -1.0];
-        let data: Vec<f32> = values
-            .iter()
-            .flat_map(|&v| std::iter::repeat_n(v, 12))
-            .collect();
+        let data: Vec<f32> = values.iter().flat_map(|&v| std::iter::repeat_n(v, 12)).collect();
         Tensor::from_vec(data, (5, 1, 4, 3), &Device::Cpu).unwrap()
     }
 
@@ -314,10 +261,7 @@ mod tests {
     #[test]
     fn bad_shapes_are_errors() {
         let t = Tensor::zeros((2, 2, 4, 4), DType::F32, &Device::Cpu).unwrap();
-        assert!(image_grid(&t, 2, 1, 1)
-            .unwrap_err()
-            .to_string()
-            .contains("channels"));
+        assert!(image_grid(&t, 2, 1, 1).unwrap_err().to_string().contains("channels"));
         let t = Tensor::zeros((4, 4), DType::F32, &Device::Cpu).unwrap();
         assert!(image_grid(&t, 2, 1, 1).is_err());
         let t = Tensor::zeros((2, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();

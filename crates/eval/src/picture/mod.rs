@@ -16,8 +16,8 @@ pub mod grid;
 
 pub use confusion::{confusion_image, confusion_matrix, save_confusion_png};
 pub use curve::{
-    curves_image, plot_curves, plot_curves_from_jsonl, plot_curves_from_jsonl_with,
-    read_metrics_jsonl, CurveOptions, Series,
+    curves_image, plot_curves, plot_curves_from_jsonl, plot_curves_from_jsonl_with, read_metrics_jsonl, CurveOptions,
+    Series,
 };
 pub use grid::{image_grid, labelled_grid, save_image_grid, save_labelled_grid};
 
@@ -52,12 +52,7 @@ pub const PALETTE: [[u8; 3]; 10] = [
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     zoo_core::atomic::write_atomic(path, |w| {
         image::codecs::png::PngEncoder::new(w)
-            .write_image(
-                img.as_raw(),
-                img.width(),
-                img.height(),
-                image::ExtendedColorType::Rgb8,
-            )
+            .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
             .context("PNG encoding failed")
     })
     .with_context(|| format!("cannot write PNG {}", path.display()))
@@ -78,13 +73,7 @@ pub(crate) fn fill_rect(img: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, colo
 
 /// Draws a line from `(x0, y0)` to `(x1, y1)` with a square pen `thickness` pixels wide,
 /// clipped to the image.
-pub(crate) fn draw_line(
-    img: &mut RgbImage,
-    from: (f64, f64),
-    to: (f64, f64),
-    colour: [u8; 3],
-    thickness: u32,
-) {
+pub(crate) fn draw_line(img: &mut RgbImage, from: (f64, f64), to: (f64, f64), colour: [u8; 3], thickness: u32) {
     let (x0, y0) = from;
     let (x1, y1) = to;
     if !(x0.is_finite() && y0.is_finite() && x1.is_finite() && y1.is_finite()) {
@@ -92,11 +81,7 @@ pub(crate) fn draw_line(
     }
     let t = thickness.max(1) as i64;
     let half = (t - 1) / 2;
-    let steps = (x1 - x0)
-        .abs()
-        .max((y1 - y0).abs())
-        .ceil()
-        .clamp(1.0, 100_000.0) as i64;
+    let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().clamp(1.0, 100_000.0) as i64;
     for s in 0..=steps {
         let f = s as f64 / steps as f64;
         let x = (x0 + (x1 - x0) * f).round() as i64;
@@ -106,14 +91,7 @@ pub(crate) fn draw_line(
 }
 
 /// Draws a one-pixel rectangle outline.
-pub(crate) fn draw_rect_outline(
-    img: &mut RgbImage,
-    x: i64,
-    y: i64,
-    w: i64,
-    h: i64,
-    colour: [u8; 3],
-) {
+pub(crate) fn draw_rect_outline(img: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, colour: [u8; 3]) {
     fill_rect(img, x, y, w, 1, colour);
     fill_rect(img, x, y + h - 1, w, 1, colour);
     fill_rect(img, x, y, 1, h, colour);

@@ -1,0 +1,74 @@
+//! Speed of the judge: one training step (batch 64: forward with dropout, cross-entropy,
+//! backward, Adam update) and inference (batch 256), on real MNIST digits from data/mnist.
+//!
+//! `cargo bench --bench judge -- [--iters N] [--warmup N]` prints one JSON line:
+//! `{"model": "judge", "threads": T, "train_ms": median, "infer_ms": median, "peak_rss_mb": ..}`.
+//! Threads come from RAYON_NUM_THREADS (set by bench/run.py). The PyTorch twin is
+//! bench/torch/judge.py.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::Device;
+use zoo_core::checkpoint::ZooModel;
+use zoo_core::loss::cross_entropy;
+use zoo_core::optim::{named_vars, Adam, AdamConfig, Optimizer};
+use zoo_core::ZooRng;
+use zoo_data::Mnist;
+use zoo_eval::judge::{Judge, JudgeConfig};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    let (iters, warmup) = (arg("--iters", 20), arg("--warmup", 3));
+    let dev = Device::Cpu;
+    let data = Mnist::bundled_train_subset()?;
+    let judge = Judge::new(&JudgeConfig::lenet(), &dev)?;
+    zoo_core::init::init_torch_default(judge.varmap(), &mut ZooRng::new(0))?;
+    let mut opt = Adam::new(named_vars(judge.varmap(), ""), AdamConfig::new(1e-3))?;
+    let mut rng = ZooRng::new(1);
+    let (xt, yt) = data.batch(&(0..64).collect::<Vec<_>>(), &dev)?;
+    let (xi, _) = data.batch(&(0..256).collect::<Vec<_>>(), &dev)?;
+
+    let mut train = Vec::new();
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        let loss = cross_entropy(&judge.forward_train(&xt, &mut rng)?, &yt)?;
+        opt.step(&loss.backward()?)?;
+        loss.to_scalar::<f32>()?;
+        if i >= warmup {
+            train.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let mut infer = Vec::new();
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        judge.forward(&xi)?.to_vec2::<f32>()?;
+        if i >= warmup {
+            infer.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    println!(
+        "{}",
+        serde_json::json!({"model": "judge", "threads": threads, "train_ms": median(train), "infer_ms": median(infer), "peak_rss_mb": peak_rss_mb()})
+    );
+    Ok(())
+}

@@ -1,0 +1,83 @@
+"""Runs every benchmark of bench/ side by side with its PyTorch twin and writes bench/RESULTS.md
+and bench/results.json.
+
+    cargo bench --no-run && python bench/run.py [--rounds 5] [--python PATH]
+
+Interleaved A/B rounds: for each thread count (1, 2) and each round, the Rust binary and the
+PyTorch script run one after the other; each reports the median of its timed iterations, and the
+table shows the median over rounds. PyTorch comes from PyPI (`pip install torch numpy`); it is not
+part of CI.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCHES = ["judge"]
+
+
+def rust_binary(name):
+    cands = [p for p in glob.glob(str(ROOT / f"target/release/deps/{name}-*")) if os.access(p, os.X_OK) and not p.endswith(".d")]
+    if not cands:
+        raise SystemExit(f"no benchmark binary for {name}: run `cargo bench --no-run` first")
+    return max(cands, key=os.path.getmtime)
+
+
+def run_json(cmd, threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--python", default=os.environ.get("PYTHON", "python3"))
+    a = p.parse_args()
+    records = []
+    for name in BENCHES:
+        binary = rust_binary(name)
+        for threads in (1, 2):
+            ours, theirs = [], []
+            for _ in range(a.rounds):
+                ours.append(run_json([binary, "--bench"], threads))
+                theirs.append(run_json([a.python, str(ROOT / f"bench/torch/{name}.py"), "--threads", str(threads)], threads))
+            for kind in ("train", "infer"):
+                o = statistics.median(r[f"{kind}_ms"] for r in ours)
+                t = statistics.median(r[f"{kind}_ms"] for r in theirs)
+                records.append({"family": name, "step": kind, "threads": threads, "ours_ms": round(o, 3),
+                                "pytorch_ms": round(t, 3), "ratio": round(o / t, 3),
+                                "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours), 1),
+                                "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs), 1)})
+    import torch  # noqa: E402  (only for the version string)
+    stamp = datetime.date.today().isoformat()
+    machine = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
+    (ROOT / "bench/results.json").write_text(json.dumps({"date": stamp, "machine": machine, "torch": torch.__version__, "records": records}, indent=2) + "\n")
+    lines = [f"# Benchmarks\n", f"Measured {stamp} on {machine}; PyTorch {torch.__version__}; {a.rounds} interleaved rounds, medians.",
+             "Ratio = ours / PyTorch (below 1 is faster than PyTorch).\n",
+             "| family | step | threads | ours (ms) | PyTorch (ms) | ratio | peak RSS ours (MB) | peak RSS PyTorch (MB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['family']} | {r['step']} | {r['threads']} | {r['ours_ms']} | {r['pytorch_ms']} | {r['ratio']} | {r['peak_rss_mb']} | {r['pytorch_peak_rss_mb']} |")
+    (ROOT / "bench/RESULTS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
