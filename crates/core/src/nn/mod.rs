@@ -4,6 +4,7 @@
 //! test in f64 (see `crate::gradcheck`).
 
 mod attention;
+mod conv;
 mod dropout;
 mod gradient_reversal;
 mod layer_norm;
@@ -11,6 +12,7 @@ mod sequential;
 mod softmax;
 
 pub use attention::{causal_mask, MultiHeadAttention};
+pub use conv::{conv2d, conv2d_no_bias, conv_transpose2d, conv_transpose2d_no_bias, Conv2d, ConvTranspose2d};
 pub use dropout::{dropout, Dropout, SharedRng};
 pub use gradient_reversal::{grad_reverse, GradientReversal};
 pub use layer_norm::{layer_norm, LayerNorm};

@@ -1,0 +1,87 @@
+//! Kernel-level speed: the zoo's convolutions against Candle's own, forward + backward, and the
+//! GEMM rate, on the shapes of the reference measurements.
+//!
+//! `cargo bench --bench kernels` prints one JSON line per case:
+//! `{"case", "ours_ms", "candle_ms", "speedup", "gflops"}` (medians; GFLOP/s of our version).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor, Var};
+use zoo_core::ZooRng;
+use zoo_kernels::{conv2d, conv_transpose2d, ConvParams};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
+    for _ in 0..2 {
+        f()?;
+    }
+    let mut v = Vec::new();
+    for _ in 0..iters {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(v))
+}
+
+fn randn(rng: &mut ZooRng, shape: &[usize]) -> Result<Tensor> {
+    rng.normal(shape, 0.0, 1.0, DType::F32, &Device::Cpu)
+}
+
+fn main() -> Result<()> {
+    let mut rng = ZooRng::new(0);
+    let iters = 10;
+    // conv2d 64->128, batch 64, 14x14, k3 p1: forward + backward.
+    let x = Var::from_tensor(&randn(&mut rng, &[64, 64, 14, 14])?)?;
+    let w = Var::from_tensor(&randn(&mut rng, &[128, 64, 3, 3])?)?;
+    let p = ConvParams { padding: 1, ..Default::default() };
+    let flops = 3.0 * 2.0 * 64.0 * 128.0 * 14.0 * 14.0 * 64.0 * 9.0;
+    let ours = time(iters, || {
+        let y = conv2d(x.as_tensor(), w.as_tensor(), None, p)?;
+        y.sum_all()?.backward()?;
+        Ok(())
+    })?;
+    let theirs = time(iters, || {
+        let y = x.as_tensor().conv2d(w.as_tensor(), 1, 1, 1, 1)?;
+        y.sum_all()?.backward()?;
+        Ok(())
+    })?;
+    report("conv2d 64->128 b64 14x14 k3 fwd+bwd", ours, theirs, flops);
+
+    // conv_transpose2d 128->64, 7->14, k4 s2 p1: forward + backward.
+    let x = Var::from_tensor(&randn(&mut rng, &[64, 128, 7, 7])?)?;
+    let w = Var::from_tensor(&randn(&mut rng, &[128, 64, 4, 4])?)?;
+    let p = ConvParams { stride: 2, padding: 1, ..Default::default() };
+    let flops = 3.0 * 2.0 * 64.0 * 49.0 * 128.0 * 64.0 * 16.0;
+    let ours = time(iters, || {
+        conv_transpose2d(x.as_tensor(), w.as_tensor(), None, p)?.sum_all()?.backward()?;
+        Ok(())
+    })?;
+    let theirs = time(iters, || {
+        x.as_tensor().conv_transpose2d(w.as_tensor(), 1, 0, 2, 1)?.sum_all()?.backward()?;
+        Ok(())
+    })?;
+    report("conv_transpose2d 128->64 b64 7->14 k4s2 fwd+bwd", ours, theirs, flops);
+
+    // GEMM 1024^3.
+    let a = randn(&mut rng, &[1024, 1024])?;
+    let b = randn(&mut rng, &[1024, 1024])?;
+    let t = time(iters, || {
+        a.matmul(&b)?;
+        Ok(())
+    })?;
+    report("matmul 1024^3", t, t, 2.0 * 1024f64.powi(3));
+    Ok(())
+}
+
+fn report(case: &str, ours: f64, candle: f64, flops: f64) {
+    println!(
+        "{}",
+        serde_json::json!({"case": case, "ours_ms": ours, "candle_ms": candle, "speedup": candle / ours, "gflops": flops / ours / 1e6})
+    );
+}

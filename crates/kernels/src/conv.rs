@@ -1,0 +1,251 @@
+//! Convolutions as patch matrices and single large GEMMs.
+//!
+//! `conv2d`: `Y' = im2col(x) W^T`, with `W` viewed as `[O, C*KH*KW]`; backward is then
+//! `dW = dY'^T im2col(x)` (one GEMM), `dx = col2im(dY' W)` (one GEMM plus a scatter-add).
+//! `conv_transpose2d` is the adjoint: `y = col2im(x' W)` with `W` viewed as `[C_in, C_out*KH*KW]`.
+
+use candle_core::{bail, DType, Result, Tensor};
+
+use crate::patches::{col2im, im2col, PatchGeometry};
+
+/// Stride, padding, dilation (equal in both directions) and, for transposed convolutions, the
+/// extra output padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvParams {
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding.
+    pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Transposed convolutions only: extra rows/columns added to one side of the output.
+    pub output_padding: usize,
+}
+
+impl Default for ConvParams {
+    fn default() -> Self {
+        Self { stride: 1, padding: 0, dilation: 1, output_padding: 0 }
+    }
+}
+
+fn fast_path(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// 2-D convolution of `x` `[B, C, H, W]` with `weight` `[O, C, KH, KW]` plus an optional bias
+/// `[O]`, as PyTorch's `conv2d` (cross-correlation, groups = 1).
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: ConvParams) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (o, c2, kh, kw) = weight.dims4()?;
+    if c != c2 {
+        bail!("conv2d: input has {c} channels, the weight expects {c2} (weight {:?})", weight.dims());
+    }
+    if !fast_path(x) {
+        let y = x.conv2d(weight, p.padding, p.stride, p.dilation, 1)?;
+        return add_channel_bias(y, bias);
+    }
+    let g = PatchGeometry {
+        channels: c,
+        height: h,
+        width: w,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride: p.stride,
+        padding: p.padding,
+        dilation: p.dilation,
+    };
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let cols = im2col(x, g)?; // [B*OH*OW, C*KH*KW]
+    let wm = weight.reshape((o, c * kh * kw))?;
+    let mut y = cols.matmul(&wm.t()?)?; // [B*OH*OW, O]
+    if let Some(bias) = bias {
+        y = y.broadcast_add(bias)?;
+    }
+    y.reshape((b, oh * ow, o))?.transpose(1, 2)?.reshape((b, o, oh, ow))
+}
+
+/// Transposed 2-D convolution of `x` `[B, C_in, H, W]` with `weight` `[C_in, C_out, KH, KW]` plus
+/// an optional bias `[C_out]`, as PyTorch's `conv_transpose2d` (groups = 1). Output side:
+/// `(H - 1) s - 2p + d (KH - 1) + output_padding + 1`.
+pub fn conv_transpose2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: ConvParams) -> Result<Tensor> {
+    let (b, cin, h, w) = x.dims4()?;
+    let (cin2, cout, kh, kw) = weight.dims4()?;
+    if cin != cin2 {
+        bail!("conv_transpose2d: input has {cin} channels, the weight expects {cin2} (weight {:?})", weight.dims());
+    }
+    if !fast_path(x) {
+        let y = x.conv_transpose2d(weight, p.padding, p.output_padding, p.stride, p.dilation)?;
+        return add_channel_bias(y, bias);
+    }
+    let oh = (h - 1) * p.stride + p.dilation * (kh - 1) + p.output_padding + 1;
+    let ow = (w - 1) * p.stride + p.dilation * (kw - 1) + p.output_padding + 1;
+    if oh <= 2 * p.padding || ow <= 2 * p.padding {
+        bail!("conv_transpose2d: padding {} leaves no output for input {:?}", p.padding, x.dims());
+    }
+    // The transposed convolution is the adjoint of a convolution from [C_out, OH, OW] to [H, W].
+    let g = PatchGeometry {
+        channels: cout,
+        height: oh - 2 * p.padding,
+        width: ow - 2 * p.padding,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride: p.stride,
+        padding: p.padding,
+        dilation: p.dilation,
+    };
+    if g.out_h() != h || g.out_w() != w {
+        bail!("conv_transpose2d: inconsistent geometry for input {:?} and {p:?}", x.dims());
+    }
+    let xm = x.permute((0, 2, 3, 1))?.reshape((b * h * w, cin))?; // [B*H*W, C_in]
+    let wm = weight.reshape((cin, cout * kh * kw))?;
+    let cols = xm.matmul(&wm)?; // [B*H*W, C_out*KH*KW]
+    let y = col2im(&cols, b, g)?;
+    add_channel_bias(y, bias)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
+        // A small deterministic generator (LCG), so the test has no dependencies.
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let v: Vec<f64> = (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.dims(), b.dims());
+        a.sub(b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Forward and all gradients of our op vs Candle's, on the same loss.
+    fn compare(transposed: bool, xs: &[usize], ws: &[usize], p: ConvParams, dtype: DType, tol: f64) {
+        let x = Var::from_tensor(&rand(xs, 1, dtype)).unwrap();
+        let w = Var::from_tensor(&rand(ws, 2, dtype)).unwrap();
+        let nb = if transposed { ws[1] } else { ws[0] };
+        let bias = Var::from_tensor(&rand(&[nb], 3, dtype)).unwrap();
+        let ours = if transposed {
+            conv_transpose2d(x.as_tensor(), w.as_tensor(), Some(bias.as_tensor()), p).unwrap()
+        } else {
+            conv2d(x.as_tensor(), w.as_tensor(), Some(bias.as_tensor()), p).unwrap()
+        };
+        let reference = if transposed {
+            x.as_tensor().conv_transpose2d(w.as_tensor(), p.padding, p.output_padding, p.stride, p.dilation).unwrap()
+        } else {
+            x.as_tensor().conv2d(w.as_tensor(), p.padding, p.stride, p.dilation, 1).unwrap()
+        };
+        let reference = reference.broadcast_add(&bias.as_tensor().reshape((1, nb, 1, 1)).unwrap()).unwrap();
+        assert!(max_diff(&ours, &reference) < tol, "forward {xs:?} {ws:?} {p:?}");
+        let up = rand(ours.dims(), 4, dtype);
+        let g1 = ours.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = reference.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("weight", &w), ("bias", &bias)] {
+            let (a, b) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+            assert!(max_diff(a, b) < tol, "gradient of {name}: {xs:?} {ws:?} {p:?}");
+        }
+    }
+
+    #[test]
+    fn conv2d_matches_candle_forward_and_backward() {
+        for (p, xs, ws) in [
+            (ConvParams::default(), [2, 3, 8, 8], [4, 3, 3, 3]),
+            (ConvParams { stride: 2, padding: 1, ..Default::default() }, [2, 3, 9, 7], [5, 3, 4, 4]),
+            (ConvParams { padding: 2, dilation: 2, ..Default::default() }, [1, 2, 6, 6], [3, 2, 3, 3]),
+            (ConvParams { padding: 2, ..Default::default() }, [3, 1, 28, 28], [8, 1, 5, 5]),
+        ] {
+            compare(false, &xs, &ws, p, DType::F64, 1e-10);
+            compare(false, &xs, &ws, p, DType::F32, 1e-4);
+        }
+    }
+
+    #[test]
+    fn conv_transpose2d_matches_candle_forward_and_backward() {
+        for (p, xs, ws) in [
+            (ConvParams::default(), [2, 3, 5, 5], [3, 4, 3, 3]),
+            (ConvParams { stride: 2, padding: 1, ..Default::default() }, [2, 4, 7, 7], [4, 3, 4, 4]),
+            (ConvParams { stride: 2, padding: 1, output_padding: 1, ..Default::default() }, [1, 2, 4, 5], [2, 3, 3, 3]),
+            (ConvParams { stride: 1, padding: 0, dilation: 2, ..Default::default() }, [1, 2, 4, 4], [2, 2, 3, 3]),
+        ] {
+            compare(true, &xs, &ws, p, DType::F64, 1e-10);
+            compare(true, &xs, &ws, p, DType::F32, 1e-4);
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        // Central differences in f64 on a scalar loss, for input and weight of both ops.
+        let loss = |t: bool, x: &Tensor, w: &Tensor| -> f64 {
+            let p = ConvParams { stride: 2, padding: 1, ..Default::default() };
+            let y = if t { conv_transpose2d(x, w, None, p) } else { conv2d(x, w, None, p) }.unwrap();
+            y.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        };
+        for t in [false, true] {
+            let x = Var::from_tensor(&rand(&[1, 2, 5, 5], 7, DType::F64)).unwrap();
+            let ws: &[usize] = if t { &[2, 3, 3, 3] } else { &[3, 2, 3, 3] };
+            let w = Var::from_tensor(&rand(ws, 8, DType::F64)).unwrap();
+            let p = ConvParams { stride: 2, padding: 1, ..Default::default() };
+            let y = if t {
+                conv_transpose2d(x.as_tensor(), w.as_tensor(), None, p)
+            } else {
+                conv2d(x.as_tensor(), w.as_tensor(), None, p)
+            };
+            let grads = y.unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &w] {
+                let analytic: Vec<f64> = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let base: Vec<f64> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+                for i in (0..base.len()).step_by(3) {
+                    let mut plus = base.clone();
+                    plus[i] += 1e-6;
+                    let mut minus = base.clone();
+                    minus[i] -= 1e-6;
+                    let at = |vals: Vec<f64>| Tensor::from_vec(vals, v.dims(), &Device::Cpu).unwrap();
+                    let (fp, fm) = if std::ptr::eq(v, &x) {
+                        (loss(t, &at(plus), w.as_tensor()), loss(t, &at(minus), w.as_tensor()))
+                    } else {
+                        (loss(t, x.as_tensor(), &at(plus)), loss(t, x.as_tensor(), &at(minus)))
+                    };
+                    let numeric = (fp - fm) / 2e-6;
+                    assert!(
+                        (numeric - analytic[i]).abs() < 1e-5 * numeric.abs().max(1.0),
+                        "transposed {t}, index {i}: {numeric} vs {}",
+                        analytic[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let x = rand(&[1, 3, 8, 8], 1, DType::F32);
+        let w = rand(&[4, 2, 3, 3], 2, DType::F32);
+        assert!(conv2d(&x, &w, None, ConvParams::default()).unwrap_err().to_string().contains("3 channels"));
+        assert!(conv_transpose2d(&x, &w, None, ConvParams::default()).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! # zoo-kernels
+//!
+//! CPU kernels that make Candle train faster, as Candle custom ops with forward and backward
+//! passes. On CUDA and Metal every function here falls back to Candle's own kernels, so results
+//! agree across devices within float tolerance.
+//!
+//! - [`conv2d`] and [`conv_transpose2d`]: convolutions as one `im2col` (or `col2im`) plus one
+//!   large matrix product, so that the forward pass, the input gradient and the weight gradient
+//!   are each a single GEMM (Candle computes the input gradient of a convolution with a direct
+//!   transposed-convolution loop, and the weight gradient as many thin GEMMs).
+//! - [`im2col`] / [`col2im`]: the patch-matrix transforms, each the other's adjoint (and so each
+//!   the other's backward pass).
+
+mod conv;
+mod patches;
+
+pub use conv::{conv2d, conv_transpose2d, ConvParams};
+pub use patches::{col2im, im2col, PatchGeometry};
