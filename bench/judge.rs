@@ -8,6 +8,9 @@
 
 use std::time::Instant;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Result;
 use candle_core::Device;
 use zoo_core::checkpoint::ZooModel;

@@ -6,6 +6,9 @@
 
 use std::time::Instant;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use zoo_core::ZooRng;

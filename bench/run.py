@@ -50,6 +50,8 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--python", default=os.environ.get("PYTHON", "python3"))
     a = p.parse_args()
+    torch_version = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"], check=True,
+                                   capture_output=True, text=True).stdout.strip()
     records = []
     for name in BENCHES:
         binary = rust_binary(name)
@@ -65,11 +67,10 @@ def main():
                                 "pytorch_ms": round(t, 3), "ratio": round(o / t, 3),
                                 "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours), 1),
                                 "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs), 1)})
-    import torch  # noqa: E402  (only for the version string)
     stamp = datetime.date.today().isoformat()
     machine = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
-    (ROOT / "bench/results.json").write_text(json.dumps({"date": stamp, "machine": machine, "torch": torch.__version__, "records": records}, indent=2) + "\n")
-    lines = [f"# Benchmarks\n", f"Measured {stamp} on {machine}; PyTorch {torch.__version__}; {a.rounds} interleaved rounds, medians.",
+    (ROOT / "bench/results.json").write_text(json.dumps({"date": stamp, "machine": machine, "torch": torch_version, "records": records}, indent=2) + "\n")
+    lines = [f"# Benchmarks\n", f"Measured {stamp} on {machine}; PyTorch {torch_version}; {a.rounds} interleaved rounds, medians.",
              "Ratio = ours / PyTorch (below 1 is faster than PyTorch).\n",
              "| family | step | threads | ours (ms) | PyTorch (ms) | ratio | peak RSS ours (MB) | peak RSS PyTorch (MB) |",
              "|---|---|---|---|---|---|---|---|"]

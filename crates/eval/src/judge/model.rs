@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder, VarMap};
 use zoo_core::checkpoint::ZooModel;
+use zoo_core::nn::Conv2d;
 use zoo_core::ZooRng;
 use zoo_data::Mnist;
 
@@ -39,8 +40,8 @@ impl ZooModel for Judge {
         let conv = Conv2dConfig { padding: 2, ..Default::default() };
         let side = cfg.image_size / 4;
         Ok(Self {
-            conv1: candle_nn::conv2d(1, cfg.conv1_channels, 5, conv, vb.pp("conv1"))?,
-            conv2: candle_nn::conv2d(cfg.conv1_channels, cfg.conv2_channels, 5, conv, vb.pp("conv2"))?,
+            conv1: zoo_core::nn::conv2d(1, cfg.conv1_channels, 5, conv, vb.pp("conv1"))?,
+            conv2: zoo_core::nn::conv2d(cfg.conv1_channels, cfg.conv2_channels, 5, conv, vb.pp("conv2"))?,
             fc1: candle_nn::linear(cfg.conv2_channels * side * side, cfg.hidden, vb.pp("fc1"))?,
             fc2: candle_nn::linear(cfg.hidden, 10, vb.pp("fc2"))?,
             cfg: cfg.clone(),
