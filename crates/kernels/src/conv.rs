@@ -6,7 +6,7 @@
 
 use candle_core::{bail, DType, Result, Tensor};
 
-use crate::patches::{col2im, im2col, PatchGeometry};
+use crate::patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
 
 /// Stride, padding, dilation (equal in both directions) and, for transposed convolutions, the
 /// extra output padding.
@@ -62,12 +62,14 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: ConvParams)
         dilation: p.dilation,
     };
     let (oh, ow) = (g.out_h(), g.out_w());
-    let cols = im2col(x, g)?; // [B*OH*OW, C*KH*KW]
     let wm = weight.reshape((o, c * kh * kw))?;
-    let mut y = cols.matmul(&wm.t()?)?; // [B*OH*OW, O]
-    if let Some(bias) = bias {
-        y = y.broadcast_add(bias)?;
-    }
+    // With a bias, a column of ones in the patch matrix and the bias as the weight's last column
+    // add it inside the GEMM; its gradient then falls out of the weight-gradient GEMM.
+    let (cols, wm) = match bias {
+        Some(bias) => (im2col_with_ones(x, g)?, Tensor::cat(&[&wm, &bias.reshape((o, 1))?], 1)?),
+        None => (im2col(x, g)?, wm),
+    };
+    let y = cols.matmul(&wm.t()?)?; // [B*OH*OW, O]
     y.reshape((b, oh * ow, o))?.transpose(1, 2)?.reshape((b, o, oh, ow))
 }
 

@@ -15,4 +15,4 @@ mod conv;
 mod patches;
 
 pub use conv::{conv2d, conv_transpose2d, ConvParams};
-pub use patches::{col2im, im2col, PatchGeometry};
+pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};

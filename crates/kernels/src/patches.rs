@@ -61,12 +61,18 @@ fn src_index(o: usize, k: usize, g_stride: usize, g_dil: usize, pad: usize, size
     (i >= 0 && (i as usize) < size).then_some(i as usize)
 }
 
-fn im2col_slice<T: Copy + Default + Send + Sync>(x: &[T], batch: usize, g: &PatchGeometry) -> Vec<T> {
+fn im2col_slice<T: Copy + Default + Send + Sync>(x: &[T], batch: usize, g: &PatchGeometry, extra: Option<T>) -> Vec<T> {
     let (oh, ow, plen) = (g.out_h(), g.out_w(), g.patch_len());
     let (h, w) = (g.height, g.width);
-    let mut out = vec![T::default(); batch * oh * ow * plen];
+    let stride = plen + usize::from(extra.is_some());
+    let mut out = vec![T::default(); batch * oh * ow * stride];
     // One chunk per output image row (b, y): rows of the patch matrix for all x of that row.
-    out.par_chunks_mut(ow * plen).enumerate().for_each(|(by, chunk)| {
+    out.par_chunks_mut(ow * stride).enumerate().for_each(|(by, chunk)| {
+        if let Some(v) = extra {
+            for xo in 0..ow {
+                chunk[xo * stride + plen] = v;
+            }
+        }
         let (b, y) = (by / oh, by % oh);
         let image = &x[b * g.channels * h * w..(b + 1) * g.channels * h * w];
         for ki in 0..g.kernel_h {
@@ -77,7 +83,7 @@ fn im2col_slice<T: Copy + Default + Send + Sync>(x: &[T], batch: usize, g: &Patc
                     let col = (c * g.kernel_h + ki) * g.kernel_w + kj;
                     for xo in 0..ow {
                         if let Some(ix) = src_index(xo, kj, g.stride, g.dilation, g.padding, w) {
-                            chunk[xo * plen + col] = src_row[ix];
+                            chunk[xo * stride + col] = src_row[ix];
                         }
                     }
                 }
@@ -91,8 +97,11 @@ fn col2im_slice<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
     cols: &[T],
     batch: usize,
     g: &PatchGeometry,
+    skip_extra: bool,
 ) -> Vec<T> {
-    let (oh, ow, plen) = (g.out_h(), g.out_w(), g.patch_len());
+    let (oh, ow) = (g.out_h(), g.out_w());
+    // Row stride of the patch matrix: one more when it carries a constant column.
+    let plen = g.patch_len() + usize::from(skip_extra);
     let (h, w) = (g.height, g.width);
     let mut out = vec![T::default(); batch * g.channels * h * w];
     // One chunk per (b, c) plane: no two threads write the same pixel.
@@ -124,14 +133,18 @@ fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what
     }
 }
 
+/// `extra`: append a constant column (1 for a bias folded into the GEMM, 0 for a gradient).
 struct Im2Col {
     batch: usize,
     geometry: PatchGeometry,
+    extra: Option<f64>,
 }
 
+/// `skip_extra`: the patch matrix has one more (constant) column, which is ignored.
 struct Col2Im {
     batch: usize,
     geometry: PatchGeometry,
+    skip_extra: bool,
 }
 
 impl CustomOp1 for Im2Col {
@@ -140,15 +153,22 @@ impl CustomOp1 for Im2Col {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
-        let shape = Shape::from((self.batch * g.out_h() * g.out_w(), g.patch_len()));
+        let width = g.patch_len() + usize::from(self.extra.is_some());
+        let shape = Shape::from((self.batch * g.out_h() * g.out_w(), width));
         let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(im2col_slice(contiguous::<f32>(s, l, "im2col")?, self.batch, g)),
-            CpuStorage::F64(_) => CpuStorage::F64(im2col_slice(contiguous::<f64>(s, l, "im2col")?, self.batch, g)),
+            CpuStorage::F32(_) => {
+                let x = contiguous::<f32>(s, l, "im2col")?;
+                CpuStorage::F32(im2col_slice(x, self.batch, g, self.extra.map(|v| v as f32)))
+            }
+            CpuStorage::F64(_) => {
+                CpuStorage::F64(im2col_slice(contiguous::<f64>(s, l, "im2col")?, self.batch, g, self.extra))
+            }
             _ => bail!("im2col supports f32 and f64 only"),
         };
         Ok((out, shape))
     }
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // The constant column has no input behind it: col2im skips it.
         Ok(Some(col2im(grad, self.batch, self.geometry)?))
     }
 }
@@ -161,14 +181,20 @@ impl CustomOp1 for Col2Im {
         let g = &self.geometry;
         let shape = Shape::from((self.batch, g.channels, g.height, g.width));
         let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(col2im_slice(contiguous::<f32>(s, l, "col2im")?, self.batch, g)),
-            CpuStorage::F64(_) => CpuStorage::F64(col2im_slice(contiguous::<f64>(s, l, "col2im")?, self.batch, g)),
+            CpuStorage::F32(_) => {
+                CpuStorage::F32(col2im_slice(contiguous::<f32>(s, l, "col2im")?, self.batch, g, self.skip_extra))
+            }
+            CpuStorage::F64(_) => {
+                CpuStorage::F64(col2im_slice(contiguous::<f64>(s, l, "col2im")?, self.batch, g, self.skip_extra))
+            }
             _ => bail!("col2im supports f32 and f64 only"),
         };
         Ok((out, shape))
     }
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(im2col(grad, self.geometry)?))
+        // The skipped column did not influence the output: its gradient is zero.
+        let extra = self.skip_extra.then_some(0.0);
+        patches(grad, self.geometry, extra).map(Some)
     }
 }
 
@@ -179,27 +205,40 @@ fn check_cpu_float(x: &Tensor, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Patch matrix `[B*OH*OW, C*KH*KW]` of images `[B, C, H, W]` (CPU, f32/f64; differentiable).
-pub fn im2col(x: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
+fn patches(x: &Tensor, geometry: PatchGeometry, extra: Option<f64>) -> Result<Tensor> {
     check_cpu_float(x, "im2col")?;
     geometry.check()?;
     let (b, c, h, w) = x.dims4()?;
     if (c, h, w) != (geometry.channels, geometry.height, geometry.width) {
         bail!("im2col: input {:?} does not match the geometry {geometry:?}", x.dims());
     }
-    x.contiguous()?.apply_op1(Im2Col { batch: b, geometry })
+    x.contiguous()?.apply_op1(Im2Col { batch: b, geometry, extra })
+}
+
+/// Patch matrix `[B*OH*OW, C*KH*KW]` of images `[B, C, H, W]` (CPU, f32/f64; differentiable).
+pub fn im2col(x: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
+    patches(x, geometry, None)
+}
+
+/// Patch matrix with an extra last column of ones, `[B*OH*OW, C*KH*KW + 1]`: multiplying it by a
+/// weight matrix whose last column is the bias adds the bias inside the GEMM, and the bias
+/// gradient comes out of the weight-gradient GEMM with no separate reduction.
+pub fn im2col_with_ones(x: &Tensor, geometry: PatchGeometry) -> Result<Tensor> {
+    patches(x, geometry, Some(1.0))
 }
 
 /// Adds the patch rows `[B*OH*OW, C*KH*KW]` back into images `[B, C, H, W]` (the adjoint of
-/// [`im2col`]; CPU, f32/f64; differentiable).
+/// [`im2col`]; CPU, f32/f64; differentiable). A patch matrix with one extra column (as made by
+/// [`im2col_with_ones`]) is accepted; that column is ignored.
 pub fn col2im(cols: &Tensor, batch: usize, geometry: PatchGeometry) -> Result<Tensor> {
     check_cpu_float(cols, "col2im")?;
     geometry.check()?;
     let (rows, len) = cols.dims2()?;
-    if rows != batch * geometry.out_h() * geometry.out_w() || len != geometry.patch_len() {
+    let plen = geometry.patch_len();
+    if rows != batch * geometry.out_h() * geometry.out_w() || (len != plen && len != plen + 1) {
         bail!("col2im: patch matrix {:?} does not match batch {batch} and {geometry:?}", cols.dims());
     }
-    cols.contiguous()?.apply_op1(Col2Im { batch, geometry })
+    cols.contiguous()?.apply_op1(Col2Im { batch, geometry, skip_extra: len == plen + 1 })
 }
 
 #[cfg(test)]
@@ -234,6 +273,42 @@ mod tests {
             let rhs = x.mul(&col2im(&y, 2, g).unwrap()).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
             assert!((lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0), "{g:?}: {lhs} vs {rhs}");
         }
+    }
+
+    #[test]
+    fn the_ones_column_carries_a_bias_and_no_input_gradient() {
+        let g = PatchGeometry {
+            channels: 2,
+            height: 5,
+            width: 5,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 2,
+            padding: 1,
+            dilation: 1,
+        };
+        let x = candle_core::Var::from_tensor(&seq(&[2, 2, 5, 5], DType::F64)).unwrap();
+        let plain = im2col(x.as_tensor(), g).unwrap();
+        let ones = im2col_with_ones(x.as_tensor(), g).unwrap();
+        assert_eq!(ones.dims(), &[2 * 9, 19]);
+        assert_eq!(ones.narrow(1, 0, 18).unwrap().to_vec2::<f64>().unwrap(), plain.to_vec2::<f64>().unwrap());
+        assert!(ones
+            .narrow(1, 18, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .all(|&v| v == 1.0));
+        // The gradient through the ones column equals the gradient through the plain matrix.
+        let up = seq(&[18, 19], DType::F64);
+        let g1 = ones.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = plain.mul(&up.narrow(1, 0, 18).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(
+            g1.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            g2.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+        );
     }
 
     #[test]
