@@ -16,3 +16,8 @@ pub mod mnist;
 
 pub use batch::{BatchPosition, Batcher};
 pub use mnist::{Mnist, Split};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
