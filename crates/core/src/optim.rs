@@ -391,6 +391,26 @@ mod tests {
     }
 
     #[test]
+    fn per_sub_network_optimisers_touch_only_their_own_variables() {
+        let vm = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let g = candle_nn::linear(3, 3, vb.pp("generator.fc")).unwrap();
+        let d = candle_nn::linear(3, 1, vb.pp("discriminator.fc")).unwrap();
+        let gen_vars = named_vars(&vm, "generator.");
+        let names: Vec<&str> = gen_vars.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["generator.fc.bias", "generator.fc.weight"]);
+        let mut opt_d = Adam::new(named_vars(&vm, "discriminator."), AdamConfig::new(0.1)).unwrap();
+        let before_g = g.weight().to_vec2::<f32>().unwrap();
+        let before_d = d.weight().to_vec2::<f32>().unwrap();
+        let x = Tensor::ones((2, 3), DType::F32, &Device::Cpu).unwrap();
+        use candle_core::Module;
+        let loss = d.forward(&g.forward(&x).unwrap()).unwrap().sum_all().unwrap();
+        opt_d.step(&loss.backward().unwrap()).unwrap();
+        assert_eq!(g.weight().to_vec2::<f32>().unwrap(), before_g, "the discriminator's optimiser moved G");
+        assert_ne!(d.weight().to_vec2::<f32>().unwrap(), before_d);
+    }
+
+    #[test]
     fn clipping_bounds_the_global_norm() {
         let a = Var::new(&[3.0f32], &Device::Cpu).unwrap();
         let b = Var::new(&[4.0f32], &Device::Cpu).unwrap();
