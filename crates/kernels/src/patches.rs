@@ -6,6 +6,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The geometry shared by a convolution's input and its patch matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,32 +66,51 @@ fn im2col_slice<T: Copy + Default + Send + Sync>(x: &[T], batch: usize, g: &Patc
     let (oh, ow, plen) = (g.out_h(), g.out_w(), g.patch_len());
     let (h, w) = (g.height, g.width);
     let stride = plen + usize::from(extra.is_some());
-    let mut out = vec![T::default(); batch * oh * ow * stride];
-    // One chunk per output image row (b, y): rows of the patch matrix for all x of that row.
+    let zero = T::default();
+    // Every element is written below (padding as explicit zeros), so the buffer starts
+    // uninitialised instead of being cleared first.
+    let n = batch * oh * ow * stride;
+    let mut out: Vec<MaybeUninit<T>> = Vec::with_capacity(n);
+    // SAFETY: `MaybeUninit<T>` needs no initialisation; the length stays within the capacity.
+    unsafe { out.set_len(n) };
+    // One chunk per output image row (b, y); each patch row is written left to right.
     out.par_chunks_mut(ow * stride).enumerate().for_each(|(by, chunk)| {
-        if let Some(v) = extra {
-            for xo in 0..ow {
-                chunk[xo * stride + plen] = v;
-            }
-        }
         let (b, y) = (by / oh, by % oh);
         let image = &x[b * g.channels * h * w..(b + 1) * g.channels * h * w];
-        for ki in 0..g.kernel_h {
-            let Some(iy) = src_index(y, ki, g.stride, g.dilation, g.padding, h) else { continue };
+        for xo in 0..ow {
+            let row = &mut chunk[xo * stride..(xo + 1) * stride];
+            let mut col = 0;
             for c in 0..g.channels {
-                let src_row = &image[(c * h + iy) * w..(c * h + iy + 1) * w];
-                for kj in 0..g.kernel_w {
-                    let col = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                    for xo in 0..ow {
-                        if let Some(ix) = src_index(xo, kj, g.stride, g.dilation, g.padding, w) {
-                            chunk[xo * stride + col] = src_row[ix];
+                let plane = &image[c * h * w..(c + 1) * h * w];
+                for ki in 0..g.kernel_h {
+                    match src_index(y, ki, g.stride, g.dilation, g.padding, h) {
+                        None => {
+                            for slot in &mut row[col..col + g.kernel_w] {
+                                *slot = MaybeUninit::new(zero);
+                            }
+                        }
+                        Some(iy) => {
+                            let src_row = &plane[iy * w..(iy + 1) * w];
+                            for kj in 0..g.kernel_w {
+                                let v = match src_index(xo, kj, g.stride, g.dilation, g.padding, w) {
+                                    Some(ix) => src_row[ix],
+                                    None => zero,
+                                };
+                                row[col + kj] = MaybeUninit::new(v);
+                            }
                         }
                     }
+                    col += g.kernel_w;
                 }
+            }
+            if let Some(v) = extra {
+                row[plen] = MaybeUninit::new(v);
             }
         }
     });
-    out
+    // SAFETY: every element was initialised above; `MaybeUninit<T>` has the layout of `T`.
+    let mut out = std::mem::ManuallyDrop::new(out);
+    unsafe { Vec::from_raw_parts(out.as_mut_ptr() as *mut T, out.len(), out.capacity()) }
 }
 
 fn col2im_slice<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
@@ -108,15 +128,17 @@ fn col2im_slice<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
     out.par_chunks_mut(h * w).enumerate().for_each(|(bc, plane)| {
         let (b, c) = (bc / g.channels, bc % g.channels);
         let rows = &cols[b * oh * ow * plen..(b + 1) * oh * ow * plen];
+        let kk = g.kernel_h * g.kernel_w;
         for y in 0..oh {
-            for ki in 0..g.kernel_h {
-                let Some(iy) = src_index(y, ki, g.stride, g.dilation, g.padding, h) else { continue };
-                let dst_row = &mut plane[iy * w..(iy + 1) * w];
-                for kj in 0..g.kernel_w {
-                    let col = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                    for xo in 0..ow {
+            for xo in 0..ow {
+                // The channel's kernel-sized block of this patch row, read contiguously.
+                let block = &rows[(y * ow + xo) * plen + c * kk..][..kk];
+                for ki in 0..g.kernel_h {
+                    let Some(iy) = src_index(y, ki, g.stride, g.dilation, g.padding, h) else { continue };
+                    let dst_row = &mut plane[iy * w..(iy + 1) * w];
+                    for kj in 0..g.kernel_w {
                         if let Some(ix) = src_index(xo, kj, g.stride, g.dilation, g.padding, w) {
-                            dst_row[ix] += rows[(y * ow + xo) * plen + col];
+                            dst_row[ix] += block[ki * g.kernel_w + kj];
                         }
                     }
                 }
