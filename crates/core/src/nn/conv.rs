@@ -78,19 +78,53 @@ fn init_bound(fan_in: usize) -> candle_nn::Init {
     candle_nn::Init::Uniform { lo: -b, up: b }
 }
 
+/// Creates `weight` of `shape` and, if asked, `bias` of `[out_c]` under `vb`, both
+/// `U(+-1/sqrt(fan_in))` as PyTorch initialises them.
+fn parameters(
+    shape: (usize, usize, usize, usize),
+    fan_in: usize,
+    out_c: usize,
+    bias: bool,
+    vb: &VarBuilder,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let weight = vb.get_with_hints(shape, "weight", init_bound(fan_in))?;
+    let bias = if bias { Some(vb.get_with_hints(out_c, "bias", init_bound(fan_in))?) } else { None };
+    Ok((weight, bias))
+}
+
+fn conv2d_layer(
+    in_c: usize,
+    out_c: usize,
+    kernel: usize,
+    cfg: Conv2dConfig,
+    bias: bool,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    let fan_in = in_c / cfg.groups * kernel * kernel;
+    let (weight, bias) = parameters((out_c, in_c / cfg.groups, kernel, kernel), fan_in, out_c, bias, &vb)?;
+    Ok(Conv2d::new(weight, bias, cfg))
+}
+
+fn conv_transpose2d_layer(
+    in_c: usize,
+    out_c: usize,
+    kernel: usize,
+    cfg: ConvTranspose2dConfig,
+    bias: bool,
+    vb: VarBuilder,
+) -> Result<ConvTranspose2d> {
+    let (weight, bias) = parameters((in_c, out_c, kernel, kernel), out_c * kernel * kernel, out_c, bias, &vb)?;
+    Ok(ConvTranspose2d::new(weight, bias, cfg))
+}
+
 /// A [`Conv2d`] with bias, parameters created under `vb` (PyTorch's default initialisation).
 pub fn conv2d(in_c: usize, out_c: usize, kernel: usize, cfg: Conv2dConfig, vb: VarBuilder) -> Result<Conv2d> {
-    let fan_in = in_c / cfg.groups * kernel * kernel;
-    let weight = vb.get_with_hints((out_c, in_c / cfg.groups, kernel, kernel), "weight", init_bound(fan_in))?;
-    let bias = vb.get_with_hints(out_c, "bias", init_bound(fan_in))?;
-    Ok(Conv2d::new(weight, Some(bias), cfg))
+    conv2d_layer(in_c, out_c, kernel, cfg, true, vb)
 }
 
 /// A [`Conv2d`] without bias (e.g. before a BatchNorm).
 pub fn conv2d_no_bias(in_c: usize, out_c: usize, kernel: usize, cfg: Conv2dConfig, vb: VarBuilder) -> Result<Conv2d> {
-    let fan_in = in_c / cfg.groups * kernel * kernel;
-    let weight = vb.get_with_hints((out_c, in_c / cfg.groups, kernel, kernel), "weight", init_bound(fan_in))?;
-    Ok(Conv2d::new(weight, None, cfg))
+    conv2d_layer(in_c, out_c, kernel, cfg, false, vb)
 }
 
 /// A [`ConvTranspose2d`] with bias, parameters created under `vb`.
@@ -101,10 +135,7 @@ pub fn conv_transpose2d(
     cfg: ConvTranspose2dConfig,
     vb: VarBuilder,
 ) -> Result<ConvTranspose2d> {
-    let fan_in = out_c * kernel * kernel;
-    let weight = vb.get_with_hints((in_c, out_c, kernel, kernel), "weight", init_bound(fan_in))?;
-    let bias = vb.get_with_hints(out_c, "bias", init_bound(fan_in))?;
-    Ok(ConvTranspose2d::new(weight, Some(bias), cfg))
+    conv_transpose2d_layer(in_c, out_c, kernel, cfg, true, vb)
 }
 
 /// A [`ConvTranspose2d`] without bias.
@@ -115,9 +146,7 @@ pub fn conv_transpose2d_no_bias(
     cfg: ConvTranspose2dConfig,
     vb: VarBuilder,
 ) -> Result<ConvTranspose2d> {
-    let fan_in = out_c * kernel * kernel;
-    let weight = vb.get_with_hints((in_c, out_c, kernel, kernel), "weight", init_bound(fan_in))?;
-    Ok(ConvTranspose2d::new(weight, None, cfg))
+    conv_transpose2d_layer(in_c, out_c, kernel, cfg, false, vb)
 }
 
 #[cfg(test)]
