@@ -57,6 +57,25 @@ pub fn judge_section(out: &Path, dev: &Device) -> Result<Section> {
         pictures
             .push(("judge-mistakes.png".into(), "Every misclassified digit of the slice, as predicted/true.".into()));
     }
+    // The training log published beside the checkpoint (one JSON object per step).
+    let log = zoo_data::mnist::workspace_root().join("weights/judge-mnist.train-log.jsonl");
+    if log.exists() {
+        let opts = picture::curve::CurveOptions {
+            title: "judge-mnist training (60,000 digits, 3 epochs)".into(),
+            smoothing: 50,
+            ..Default::default()
+        };
+        picture::curve::plot_curves_from_jsonl_with(
+            &log,
+            &["loss", "batch_accuracy"],
+            &opts,
+            &out.join("judge-training.png"),
+        )?;
+        pictures.push((
+            "judge-training.png".into(),
+            "Training loss and batch accuracy per step (faint: raw; solid: 50-step moving average).".into(),
+        ));
+    }
     let matrix = picture::confusion::confusion_matrix(&r.labels, &r.predictions, 10)?;
     picture::confusion::save_confusion_png(&matrix, &[], &out.join("judge-confusion.png"))?;
     pictures.push(("judge-confusion.png".into(), "Confusion matrix (rows: true digit, columns: predicted).".into()));
