@@ -7,7 +7,8 @@
 //! - [`zoo_core`]: devices, seeded randomness, checkpoints, the weights manifest, verified hub
 //!   downloads, the training kit and shared trainable layers;
 //! - [`zoo_data`]: the data sets and reproducible batching;
-//! - [`zoo_eval`]: evaluation metrics;
+//! - [`zoo_eval`]: the judge classifier, evaluation metrics and pictures;
+//! - [`zoo_ebgan`]: the energy-based GAN (model and objective; training recipe to come);
 //! - [`demo`]: the gallery rendered by `zoo demo`.
 //!
 //! The `zoo` command-line tool lists, inspects, verifies and fetches the published checkpoints of
@@ -15,6 +16,7 @@
 
 pub use zoo_core;
 pub use zoo_data;
+pub use zoo_ebgan;
 pub use zoo_eval;
 
 pub mod demo;

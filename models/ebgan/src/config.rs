@@ -1,0 +1,83 @@
+//! Configuration: architecture, energy, margin and the pulling-away weight, with the paper's
+//! MNIST settings as presets.
+
+use serde::{Deserialize, Serialize};
+
+/// How the reconstruction error becomes an energy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Energy {
+    /// `||Dec(Enc(x)) - x||_2` over all pixels (the paper).
+    L2Norm,
+    /// Mean over pixels of `(Dec(Enc(x)) - x)^2` (the usual port; margins near 1).
+    MeanSquared,
+}
+
+/// The networks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Architecture {
+    /// DCGAN-style: G is FC 1024 -> FC 7x7x128 -> convT 4x4/2 64 -> convT 4x4/2 1 (BatchNorm and
+    /// ReLU between); D encodes with conv 4x4/2 1->channels and a linear map to `code`, and
+    /// decodes back with a linear map and convT 4x4/2 channels->1.
+    Conv {
+        /// Width of G's first fully-connected layer.
+        g_hidden: usize,
+        /// Channels of D's convolution.
+        d_channels: usize,
+        /// Size of D's code (the embedding the pulling-away term sees).
+        code: usize,
+    },
+    /// The paper's fully-connected MNIST networks: G is `z -> hidden -> hidden -> 784`, D encodes
+    /// `784 -> hidden -> code` and decodes `code -> hidden -> 784`.
+    FullyConnected {
+        /// Hidden width.
+        hidden: usize,
+        /// Code size.
+        code: usize,
+    },
+}
+
+/// Everything that defines an EBGAN model and its objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Dimension of the latent `z ~ U(-1, 1)`.
+    pub latent_dim: usize,
+    /// The networks.
+    pub architecture: Architecture,
+    /// The energy.
+    pub energy: Energy,
+    /// Margin `m` of the discriminator's hinge.
+    pub margin: f64,
+    /// Weight of the pulling-away term in the generator loss (0 disables it).
+    pub pt_weight: f64,
+    /// Side of the square greyscale images (28 for MNIST).
+    pub image_size: usize,
+}
+
+impl Config {
+    /// The common MNIST setting: DCGAN-style conv networks, z = 62, 32-d code, mean-squared energy,
+    /// margin 1, pulling-away weight 0.1.
+    pub fn mnist_conv() -> Self {
+        Self {
+            latent_dim: 62,
+            architecture: Architecture::Conv { g_hidden: 1024, d_channels: 64, code: 32 },
+            energy: Energy::MeanSquared,
+            margin: 1.0,
+            pt_weight: 0.1,
+            image_size: 28,
+        }
+    }
+
+    /// The paper's fully-connected MNIST setting: L2-norm energy, margin 10, pulling-away weight 0.1.
+    pub fn paper_mnist_fc() -> Self {
+        Self {
+            latent_dim: 100,
+            architecture: Architecture::FullyConnected { hidden: 512, code: 128 },
+            energy: Energy::L2Norm,
+            margin: 10.0,
+            pt_weight: 0.1,
+            image_size: 28,
+        }
+    }
+}

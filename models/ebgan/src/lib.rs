@@ -1,0 +1,24 @@
+//! # zoo-ebgan
+//!
+//! The energy-based GAN of Zhao, Mathieu & LeCun (ICLR 2017). The discriminator is an
+//! autoencoder whose reconstruction error is an energy: low on data, pushed above a margin on
+//! generated samples.
+//!
+//! - `D(x) = ||Dec(Enc(x)) - x||` (the paper's L2 norm) or its per-pixel mean square (the common
+//!   port), see [`Energy`];
+//! - `L_D = D(x) + [m - D(G(z))]^+` per sample (eq. 1), [`loss::discriminator_loss`];
+//! - `L_G = D(G(z)) + lambda_PT f_PT(S)` (eq. 2 and section 2.4), [`loss::generator_loss`], with the
+//!   pulling-away term [`loss::pulling_away_term`] on the encoder embeddings `S` of the generated
+//!   batch.
+
+pub mod config;
+pub mod loss;
+pub mod model;
+
+pub use config::{Architecture, Config, Energy};
+pub use model::{Discriminator, Ebgan, Generator};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
