@@ -14,9 +14,11 @@
 pub mod config;
 pub mod loss;
 pub mod model;
+pub mod train;
 
 pub use config::{Architecture, Config, Energy};
 pub use model::{Discriminator, Ebgan, Generator};
+pub use train::{TrainConfig, Trainer};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

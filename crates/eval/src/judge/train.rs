@@ -98,6 +98,15 @@ impl TrainTask for JudgeTrainer {
         ck.load_into(self.judge.varmap())?;
         state.get_optimizer("judge", &mut self.opt)?;
         self.dropout_rng = state.get_rng("dropout")?;
+        // The run's own recipe decides the data order and the schedule, whatever this process
+        // was started with.
+        self.cfg = state.get("recipe")?;
+        self.batcher = Batcher::new(self.data.len(), self.cfg.batch_size, self.cfg.seed, true)?;
+        self.schedule = Schedule::StepDecay {
+            lr: self.cfg.lr,
+            every: self.batcher.batches_per_epoch() as u64,
+            gamma: self.cfg.lr_decay_per_epoch,
+        };
         self.batcher.set_position(state.get("batcher")?)?;
         Ok(())
     }
@@ -134,6 +143,31 @@ mod tests {
         }
         let after = eval_loss(&t.judge);
         assert!(after < before * 0.7, "loss {before} -> {after}");
+    }
+
+    #[test]
+    fn a_resumed_run_matches_a_straight_one_even_when_restarted_with_another_seed() {
+        use zoo_core::train::{run, LoopConfig};
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        let make = |seed| {
+            let recipe = JudgeTrainConfig { batch_size: 32, seed, ..Default::default() };
+            JudgeTrainer::new(&JudgeConfig::lenet(), recipe, small_data(), &dev).unwrap()
+        };
+        let cfg =
+            |d: &str| LoopConfig { checkpoint_every: 3, progress: false, ..LoopConfig::new(dir.path().join(d), 6) };
+        let mut straight = make(1);
+        run(&mut straight, &cfg("a")).unwrap();
+        run(&mut make(1), &LoopConfig { stop_after: Some(3), ..cfg("b") }).unwrap();
+        let mut resumed = make(7);
+        run(&mut resumed, &LoopConfig { resume: true, ..cfg("b") }).unwrap();
+        let w = |t: &JudgeTrainer| -> Vec<Vec<f32>> {
+            zoo_core::checkpoint::varmap_tensors(t.judge.varmap())
+                .iter()
+                .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
+                .collect()
+        };
+        assert!(w(&straight) == w(&resumed), "the resumed run diverged");
     }
 
     #[test]
