@@ -8,7 +8,7 @@
 //!   downloads, the training kit and shared trainable layers;
 //! - [`zoo_data`]: the data sets and reproducible batching;
 //! - [`zoo_eval`]: the judge classifier, evaluation metrics and pictures;
-//! - [`zoo_ebgan`]: the energy-based GAN (model and objective; training recipe to come);
+//! - [`zoo_ebgan`]: the energy-based GAN (model, objective and trainer; its recipe is still being tuned);
 //! - [`demo`]: the gallery rendered by `zoo demo`.
 //!
 //! The `zoo` command-line tool lists, inspects, verifies and fetches the published checkpoints of

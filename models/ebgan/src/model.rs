@@ -121,8 +121,6 @@ pub enum Discriminator {
         enc_fc: Linear,
         /// `code -> channels (S/2)^2`.
         dec_fc: Linear,
-        /// BatchNorm after `dec_fc`.
-        dec_bn: BatchNorm,
         /// `channels -> 1`, doubling the side.
         dec_conv: ConvTranspose2d,
         /// Channels.
@@ -149,7 +147,6 @@ impl Discriminator {
                     enc_conv: zoo_core::nn::conv2d(1, d_channels, 4, conv, vb.pp("enc_conv"))?,
                     enc_fc: candle_nn::linear(flat, code, vb.pp("enc_fc"))?,
                     dec_fc: candle_nn::linear(code, flat, vb.pp("dec_fc"))?,
-                    dec_bn: bn(flat, vb.pp("dec_bn"))?,
                     dec_conv: up2x(d_channels, 1, vb.pp("dec_conv"))?,
                     channels: d_channels,
                 }
@@ -167,14 +164,18 @@ impl Discriminator {
         })
     }
 
-    /// Energies, embeddings and reconstructions of images `x` `[B, 1, S, S]`.
-    pub fn forward_t(&self, x: &Tensor, energy: Energy, train: bool) -> Result<Energies> {
+    /// Energies, embeddings and reconstructions of images `x` `[B, 1, S, S]`. The autoencoder has
+    /// no BatchNorm, so the train flag changes nothing today; it is kept so that every network of
+    /// the zoo is called the same way.
+    pub fn forward_t(&self, x: &Tensor, energy: Energy, _train: bool) -> Result<Energies> {
         let (b, _, h, w) = x.dims4()?;
         let (embedding, reconstruction) = match self {
-            Discriminator::Conv { enc_conv, enc_fc, dec_fc, dec_bn, dec_conv, channels } => {
+            Discriminator::Conv { enc_conv, enc_fc, dec_fc, dec_conv, channels } => {
+                // No BatchNorm in the autoencoder: with separate real and generated batches, it
+                // would let D reconstruct a collapsed (constant) generated batch perfectly.
                 let e = enc_conv.forward(x)?.relu()?.flatten_from(1)?;
                 let code = enc_fc.forward(&e)?;
-                let d = dec_bn.forward_t(&dec_fc.forward(&code)?, train)?.relu()?;
+                let d = dec_fc.forward(&code)?.relu()?;
                 let d = d.reshape((b, *channels, h / 2, w / 2))?;
                 (code, candle_nn::ops::sigmoid(&dec_conv.forward(&d)?)?)
             }

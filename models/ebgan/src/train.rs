@@ -123,6 +123,13 @@ impl TrainTask for Trainer {
         Ok(s)
     }
 
+    fn on_checkpoint(&mut self, step: u64, run_dir: &Path) -> Result<()> {
+        // The same 64 latents at every checkpoint, so the grids show the generator's progress.
+        let mut rng = ZooRng::derive(self.cfg.seed, "sample-grid");
+        let samples = self.model.sample(64, &mut rng, &self.dev)?;
+        zoo_eval::picture::save_image_grid(&samples, 8, 2, 2, &run_dir.join(format!("samples-{step:06}.png")))
+    }
+
     fn restore(&mut self, weights: &Path, state: &TrainingState) -> Result<()> {
         let ck = Checkpoint::read(weights, &self.dev)?;
         ck.expect_family(Ebgan::FAMILY)?;
