@@ -9,11 +9,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use candle_zoo::cli_args::DataArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zoo_core::checkpoint::{SaveOptions, ZooModel};
 use zoo_core::train::{run, LoopConfig};
 use zoo_core::ZooRng;
-use zoo_data::{Mnist, Split};
+use zoo_data::Split;
 use zoo_ebgan::{Config, Ebgan, TrainConfig, Trainer};
 use zoo_eval::judge::Judge;
 
@@ -46,29 +47,6 @@ enum Preset {
     Conv,
     /// The paper's fully-connected networks, L2-norm energy, margin 10.
     PaperFc,
-}
-
-#[derive(Args)]
-struct DataArgs {
-    /// Directory holding the MNIST IDX files (default: $ZOO_DATA_DIR/mnist or .cache/mnist).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Use the small subsets shipped in data/mnist instead of the full set.
-    #[arg(long)]
-    bundled: bool,
-    /// Device: cpu, cuda, cuda:N, metal or auto.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-}
-
-impl DataArgs {
-    fn load(&self, split: Split) -> Result<Mnist> {
-        if self.bundled {
-            Mnist::bundled(split)
-        } else {
-            Mnist::load(self.data_dir.as_deref(), split, false)
-        }
-    }
 }
 
 #[derive(Args)]

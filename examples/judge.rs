@@ -15,10 +15,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use candle_zoo::cli_args::DataArgs;
 use clap::{Args, Parser, Subcommand};
 use zoo_core::checkpoint::{SaveOptions, ZooModel};
 use zoo_core::train::{run, LoopConfig};
-use zoo_data::{Mnist, Split};
+use zoo_data::Split;
 use zoo_eval::judge::{evaluate, image_to_input, Judge, JudgeConfig, JudgeTrainConfig, JudgeTrainer};
 
 /// The MNIST judge: a LeNet-style CNN that the zoo uses to score generated digits.
@@ -37,29 +38,6 @@ enum Command {
     Eval(EvalArgs),
     /// Classify one image file (PNG/JPEG; any size, colour is converted to grey).
     Predict(PredictArgs),
-}
-
-#[derive(Args)]
-struct DataArgs {
-    /// Directory holding the MNIST IDX files (default: $ZOO_DATA_DIR/mnist or .cache/mnist).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Use the small subsets shipped in data/mnist instead of the full set.
-    #[arg(long)]
-    bundled: bool,
-    /// Device: cpu, cuda, cuda:N, metal or auto.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-}
-
-impl DataArgs {
-    fn load(&self, split: Split) -> Result<Mnist> {
-        if self.bundled {
-            Mnist::bundled(split)
-        } else {
-            Mnist::load(self.data_dir.as_deref(), split, false)
-        }
-    }
 }
 
 #[derive(Args)]

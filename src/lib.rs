@@ -19,6 +19,7 @@ pub use zoo_data;
 pub use zoo_ebgan;
 pub use zoo_eval;
 
+pub mod cli_args;
 pub mod demo;
 
 /// Ends a command-line program: prints `error: ...` with the cause chain on stderr and returns a
