@@ -1,9 +1,11 @@
-//! EBGAN on MNIST: train, sample, evaluate with the judge.
+//! EBGAN and its GAN baseline on MNIST: train, sample, interpolate, evaluate with the judge.
 //!
 //! ```text
 //! cargo run --release --example ebgan -- train --run-dir run/ebgan        # full MNIST (scripts/fetch-data.sh mnist)
-//! cargo run --release --example ebgan -- sample --weights run/ebgan/checkpoint.safetensors --out grid.png
-//! cargo run --release --example ebgan -- eval --weights run/ebgan/checkpoint.safetensors --json
+//! cargo run --release --example ebgan -- train --model gan --run-dir run/gan
+//! cargo run --release --example ebgan -- sample --weights run/ebgan/ebgan-mnist.safetensors --out grid.png
+//! cargo run --release --example ebgan -- interpolate --weights run/ebgan/ebgan-mnist.safetensors --out interp.png
+//! cargo run --release --example ebgan -- eval --weights run/ebgan/ebgan-mnist.safetensors --json
 //! ```
 
 use std::path::PathBuf;
@@ -15,14 +17,16 @@ use zoo_core::checkpoint::{SaveOptions, ZooModel};
 use zoo_core::train::{run, LoopConfig};
 use zoo_core::ZooRng;
 use zoo_data::Split;
-use zoo_ebgan::{Config, Ebgan, TrainConfig, Trainer};
+use zoo_ebgan::{
+    Adversarial, AnyModel, Architecture, Config, Ebgan, Energy, Gan, GanConfig, Monitor, TrainConfig, Trainer,
+};
 use zoo_eval::judge::Judge;
 
 /// A memory allocator that keeps freed pages for reuse between training steps.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Energy-based GAN (Zhao, Mathieu & LeCun 2017) on MNIST.
+/// Energy-based GAN (Zhao, Mathieu & LeCun 2017) and its standard-GAN baseline on MNIST.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -33,10 +37,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train on MNIST train (60,000 digits; --bundled uses the shipped 10,000), with sample grids
-    /// at every checkpoint.
+    /// and judge scores (quality.jsonl) at every checkpoint.
     Train(TrainArgs),
-    /// Write a grid of samples as PNG.
+    /// Write a grid of samples as PNG (EBGAN or GAN checkpoints).
     Sample(SampleArgs),
+    /// Write a latent interpolation grid as PNG: each row walks in a straight line between two
+    /// random latents.
+    Interpolate(InterpolateArgs),
+    /// The paper's robustness experiment: train EBGAN and the GAN baseline (fully-connected, as in
+    /// the paper) over a grid of learning rates, depths and widths, score each run with the judge,
+    /// and write sweep.jsonl, sweep.md and a histogram of inception scores (sweep-histogram.png).
+    /// An interrupted sweep continues where it stopped.
+    Sweep(SweepArgs),
     /// Score samples with the judge: judge_fd (+ floor), kid, inception_score, modes_covered, kl_to_uniform.
     Eval(EvalArgs),
 }
@@ -49,11 +61,30 @@ enum Preset {
     PaperFc,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum EnergyArg {
+    /// `||Dec(Enc(x)) - x||_2` (the paper).
+    L2,
+    /// Mean over pixels of the squared error.
+    Mse,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Family {
+    /// Energy-based GAN: autoencoder discriminator, margin, pulling-away term.
+    Ebgan,
+    /// The baseline: the same generator, a binary discriminator, the non-saturating GAN loss.
+    Gan,
+}
+
 #[derive(Args)]
 struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Model preset.
+    /// Which model to train.
+    #[arg(long, value_enum, default_value = "ebgan")]
+    model: Family,
+    /// Model preset (the GAN takes the preset's generator).
     #[arg(long, value_enum, default_value = "conv")]
     preset: Preset,
     /// Passes over the training set.
@@ -62,12 +93,25 @@ struct TrainArgs {
     /// Mini-batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Adam learning rate of both networks.
+    /// Adam learning rate of the generator (and of the discriminator unless --lr-d is given).
     #[arg(long, default_value_t = 2e-4)]
     lr: f64,
+    /// Adam learning rate of the discriminator (default: --lr).
+    #[arg(long)]
+    lr_d: Option<f64>,
+    /// Generated samples scored by the judge at every checkpoint (0: no scoring).
+    #[arg(long, default_value_t = 2000)]
+    monitor_samples: usize,
     /// Margin m of the discriminator's hinge (default: the preset's).
     #[arg(long)]
     margin: Option<f64>,
+    /// Energy (default: the preset's): `l2` is the paper's `||Dec(Enc(x)) - x||`, `mse` the
+    /// per-pixel mean square.
+    #[arg(long, value_enum)]
+    energy: Option<EnergyArg>,
+    /// BatchNorm in the conv discriminator's decoder (default: the preset's, on).
+    #[arg(long)]
+    d_batchnorm: Option<bool>,
     /// Weight of the pulling-away term (default: the preset's, 0.1).
     #[arg(long)]
     pt_weight: Option<f64>,
@@ -87,7 +131,7 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct SampleArgs {
-    /// Manifest id or path of an EBGAN checkpoint.
+    /// Manifest id or path of an EBGAN or GAN checkpoint.
     #[arg(long)]
     weights: String,
     /// Number of samples.
@@ -105,10 +149,50 @@ struct SampleArgs {
 }
 
 #[derive(Args)]
+struct InterpolateArgs {
+    /// Manifest id or path of an EBGAN or GAN checkpoint.
+    #[arg(long)]
+    weights: String,
+    /// Rows (pairs of end points).
+    #[arg(long, default_value_t = 8)]
+    rows: usize,
+    /// Images per row, end points included.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Seed of the end points.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output PNG.
+    #[arg(long, default_value = "ebgan-interpolation.png")]
+    out: PathBuf,
+    /// Device: cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Training steps per run (batch 64).
+    #[arg(long, default_value_t = 1500)]
+    steps: u64,
+    /// Generated samples scored per run.
+    #[arg(long, default_value_t = 2000)]
+    samples: usize,
+    /// Seed of every run.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long, default_value = "run/ebgan-sweep")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
 struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Manifest id or path of an EBGAN checkpoint.
+    /// Manifest id or path of an EBGAN or GAN checkpoint.
     #[arg(long)]
     weights: String,
     /// Manifest id or path of the judge.
@@ -137,20 +221,58 @@ fn train(a: TrainArgs) -> Result<()> {
     if let Some(w) = a.pt_weight {
         cfg.pt_weight = w;
     }
+    if let Some(e) = a.energy {
+        cfg.energy = match e {
+            EnergyArg::L2 => Energy::L2Norm,
+            EnergyArg::Mse => Energy::MeanSquared,
+        };
+    }
+    if let (Some(on), Architecture::Conv { d_batchnorm, .. }) = (a.d_batchnorm, &mut cfg.architecture) {
+        *d_batchnorm = on;
+    }
     let data = a.data.load(Split::Train)?;
-    let recipe = TrainConfig { batch_size: a.batch_size, lr_g: a.lr, lr_d: a.lr, seed: a.seed, ..Default::default() };
-    let mut trainer = Trainer::new(&cfg, recipe, data, &dev)?;
+    let monitor = if a.monitor_samples > 0 {
+        let judge = Judge::from_pretrained("judge-mnist", &dev)?;
+        Some(Monitor::new(judge, &a.data.load(Split::Test)?, &data, a.monitor_samples)?)
+    } else {
+        None
+    };
+    let recipe = TrainConfig {
+        batch_size: a.batch_size,
+        lr_g: a.lr,
+        lr_d: a.lr_d.unwrap_or(a.lr),
+        seed: a.seed,
+        ..Default::default()
+    };
+    match a.model {
+        Family::Ebgan => train_one(Trainer::<Ebgan>::new(&cfg, recipe, data, &dev)?, monitor, &a, "ebgan-mnist"),
+        Family::Gan => {
+            let trainer = Trainer::<Gan>::new(&GanConfig::matching(&cfg), recipe, data, &dev)?;
+            train_one(trainer, monitor, &a, "gan-mnist")
+        }
+    }
+}
+
+fn train_one<M: Adversarial>(
+    mut trainer: Trainer<M>,
+    monitor: Option<Monitor>,
+    a: &TrainArgs,
+    name: &str,
+) -> Result<()> {
+    if let Some(m) = monitor {
+        trainer = trainer.with_monitor(m);
+    }
     let steps = trainer.steps_for_epochs(a.epochs);
-    eprintln!("training EBGAN: {steps} steps, run directory {}", a.run_dir.display());
+    eprintln!("training {}: {steps} steps, run directory {}", M::FAMILY, a.run_dir.display());
     let lc =
         LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, steps) };
     let summary = run(&mut trainer, &lc)?;
-    zoo_eval::picture::curve::plot_curves_from_jsonl(
-        &lc.log_path(),
-        &["loss_d", "loss_g", "energy_real", "energy_fake"],
-        &a.run_dir.join("curves.png"),
-    )?;
-    let out = a.run_dir.join("ebgan-mnist.safetensors");
+    let curves: &[&str] = match a.model {
+        Family::Ebgan => &["loss_d", "loss_g", "energy_real", "energy_fake"],
+        Family::Gan => &["loss_d", "loss_g", "d_real", "d_fake"],
+    };
+    zoo_eval::picture::curve::plot_curves_from_jsonl(&lc.log_path(), curves, &a.run_dir.join("curves.png"))?;
+    let out = a.run_dir.join(format!("{name}.safetensors"));
     trainer
         .model
         .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
@@ -160,7 +282,7 @@ fn train(a: TrainArgs) -> Result<()> {
 
 fn sample(a: SampleArgs) -> Result<()> {
     let dev = zoo_core::device(&a.device)?;
-    let model = Ebgan::from_pretrained(&a.weights, &dev)?;
+    let model = AnyModel::from_pretrained(&a.weights, &dev)?;
     let x = model.sample(a.n, &mut ZooRng::new(a.seed), &dev)?;
     let cols = (a.n as f64).sqrt().ceil() as usize;
     zoo_eval::picture::save_image_grid(&x, cols.max(1), 2, 2, &a.out)?;
@@ -168,18 +290,70 @@ fn sample(a: SampleArgs) -> Result<()> {
     Ok(())
 }
 
+fn interpolate(a: InterpolateArgs) -> Result<()> {
+    let dev = zoo_core::device(&a.device)?;
+    let model = AnyModel::from_pretrained(&a.weights, &dev)?;
+    let x = model.interpolation(a.rows, a.steps, &mut ZooRng::new(a.seed), &dev)?;
+    zoo_eval::picture::save_image_grid(&x, a.steps, 2, 2, &a.out)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    use zoo_ebgan::sweep::{default_grid, markdown_table, read_outcomes, run_setting};
+    let dev = zoo_core::device(&a.data.device)?;
+    let data = a.data.load(Split::Train)?;
+    let judge = Judge::from_pretrained("judge-mnist", &dev)?;
+    let monitor = Monitor::new(judge, &a.data.load(Split::Test)?, &data, a.samples)?;
+    std::fs::create_dir_all(&a.out)?;
+    let log = a.out.join("sweep.jsonl");
+    let mut outcomes = read_outcomes(&log)?;
+    let grid = default_grid();
+    let bar = indicatif::ProgressBar::new(grid.len() as u64).with_style(indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} runs, {elapsed} elapsed, ETA {eta} {msg}",
+    )?);
+    for setting in &grid {
+        bar.set_message(setting.name());
+        if !outcomes.iter().any(|o| o.setting == *setting && o.steps == a.steps) {
+            let o = run_setting(setting, &data, &monitor, a.steps, a.seed, &dev)?;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+            use std::io::Write;
+            writeln!(f, "{}", serde_json::to_string(&o)?)?;
+            outcomes.push(o);
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    outcomes.retain(|o| o.steps == a.steps);
+    let table = markdown_table(&outcomes, 9.0);
+    zoo_core::atomic::write_bytes_atomic(&a.out.join("sweep.md"), table.as_bytes())?;
+    let groups: Vec<(String, Vec<f64>)> = ["ebgan", "gan"]
+        .iter()
+        .map(|f| {
+            let scores = outcomes.iter().filter(|o| o.setting.family == *f).map(|o| o.metrics.inception_score);
+            (f.to_uppercase(), scores.collect())
+        })
+        .collect();
+    zoo_eval::picture::save_histogram_png(
+        &groups,
+        (1.0, 10.0),
+        18,
+        &format!("Judge inception score of {} runs per model, {} steps each", grid.len() / 2, a.steps),
+        "inception score (real MNIST: 9.9)",
+        &a.out.join("sweep-histogram.png"),
+    )?;
+    println!("{table}");
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
 fn eval(a: EvalArgs) -> Result<()> {
     let dev = zoo_core::device(&a.data.device)?;
-    let model = Ebgan::from_pretrained(&a.weights, &dev)?;
+    let model = AnyModel::from_pretrained(&a.weights, &dev)?;
     let judge = Judge::from_pretrained(&a.judge, &dev)?;
     let test = a.data.load(Split::Test)?;
     let train = a.data.load(Split::Train)?;
-    let mut rng = ZooRng::new(a.seed);
-    let mut chunks = Vec::new();
-    for start in (0..a.n).step_by(500) {
-        chunks.push(model.sample(500.min(a.n - start), &mut rng, &dev)?);
-    }
-    let samples = candle_core::Tensor::cat(&chunks, 0)?;
+    let samples = model.sample(a.n, &mut ZooRng::new(a.seed), &dev)?;
     let m = zoo_eval::gan::gan_metrics(&judge, &samples, &test, &train, a.seed)?;
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
@@ -194,6 +368,8 @@ fn main() -> std::process::ExitCode {
     candle_zoo::exit_with(match cli.command {
         Command::Train(a) => train(a),
         Command::Sample(a) => sample(a),
+        Command::Interpolate(a) => interpolate(a),
+        Command::Sweep(a) => sweep(a),
         Command::Eval(a) => eval(a),
     })
 }

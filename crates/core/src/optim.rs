@@ -14,6 +14,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use crate::init::is_trainable_name;
+use zoo_kernels::{adam_in_place_supported, adam_step_in_place, AdamStep};
 
 /// The trainable variables of `varmap` whose names start with `prefix` (all of them for `""`),
 /// sorted by name. BatchNorm running statistics are excluded.
@@ -99,6 +100,7 @@ pub struct Adam {
     v: Vec<Tensor>,
     t: u64,
     cfg: AdamConfig,
+    in_place: bool,
 }
 
 fn zeros_like_f32(var: &Var) -> Result<Tensor> {
@@ -110,7 +112,14 @@ impl Adam {
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamConfig) -> Result<Self> {
         let m = vars.iter().map(|(_, v)| zeros_like_f32(v)).collect::<Result<_>>()?;
         let v = vars.iter().map(|(_, v)| zeros_like_f32(v)).collect::<Result<_>>()?;
-        Ok(Self { vars, m, v, t: 0, cfg })
+        Ok(Self { vars, m, v, t: 0, cfg, in_place: true })
+    }
+
+    /// Turns the in-place CPU update (zoo-kernels) on or off; on by default. Off, every step is
+    /// computed with Candle's element-wise ops (the same arithmetic, more memory traffic).
+    pub fn with_in_place(mut self, on: bool) -> Self {
+        self.in_place = on;
+        self
     }
 
     /// The hyper-parameters.
@@ -125,8 +134,22 @@ impl Optimizer for Adam {
         let c = self.cfg;
         let bc1 = 1.0 - c.beta1.powi(self.t as i32);
         let bc2 = 1.0 - c.beta2.powi(self.t as i32);
+        let fused = AdamStep {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            bias_correction1: bc1,
+            bias_correction2: bc2,
+            decay: if c.decoupled { 1.0 - c.lr * c.weight_decay } else { 1.0 },
+        };
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let (theta, m, v) = (var.as_tensor(), &self.m[i], &self.v[i]);
+            if self.in_place && (c.weight_decay == 0.0 || c.decoupled) && adam_in_place_supported(theta, m, v, g) {
+                adam_step_in_place(theta, m, v, g, &fused)?;
+                continue;
+            }
             let dtype = var.dtype();
             let theta = var.as_tensor().to_dtype(DType::F32)?.detach();
             let mut g = g.to_dtype(DType::F32)?.detach();
@@ -162,8 +185,9 @@ impl Optimizer for Adam {
     fn state(&self) -> Result<OptimizerState> {
         let mut tensors = HashMap::new();
         for (i, (name, _)) in self.vars.iter().enumerate() {
-            tensors.insert(format!("m.{name}"), self.m[i].clone());
-            tensors.insert(format!("v.{name}"), self.v[i].clone());
+            // Copies: the moments are updated in place by later steps.
+            tensors.insert(format!("m.{name}"), self.m[i].copy()?);
+            tensors.insert(format!("v.{name}"), self.v[i].copy()?);
         }
         Ok(OptimizerState { meta: serde_json::json!({"kind": "adam", "t": self.t, "config": self.cfg}), tensors })
     }
@@ -187,7 +211,8 @@ fn take_buffer(state: &OptimizerState, buffer: &str, name: &str, var: &Var) -> R
     if t.dims() != var.dims() {
         bail!("optimiser buffer '{key}' has shape {:?}, variable has {:?}", t.dims(), var.dims());
     }
-    Ok(t.to_device(var.device())?.to_dtype(DType::F32)?)
+    // A private copy: the moments are updated in place.
+    Ok(t.to_device(var.device())?.to_dtype(DType::F32)?.copy()?)
 }
 
 /// Hyper-parameters of [`Sgd`].
@@ -337,6 +362,33 @@ mod tests {
         }
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         assert!((v[0] - 3.0).abs() < 1e-2 && (v[1] - 3.0).abs() < 1e-2, "{v:?}");
+    }
+
+    #[test]
+    fn in_place_adam_equals_the_element_wise_formulation() {
+        for cfg in [AdamConfig::new(0.01).betas(0.5, 0.999), AdamConfig::new(0.003).adamw(0.1)] {
+            let init: Vec<f32> = (0..40_000).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0).collect();
+            let a = Var::from_vec(init.clone(), (200, 200), &Device::Cpu).unwrap();
+            let b = Var::from_vec(init, (200, 200), &Device::Cpu).unwrap();
+            let mut fast = Adam::new(vec![("w".into(), a.clone())], cfg).unwrap();
+            let mut slow = Adam::new(vec![("w".into(), b.clone())], cfg).unwrap().with_in_place(false);
+            for _ in 0..5 {
+                // loss = sum(sin(w) * w): a gradient that differs per element and changes each step.
+                for (opt, var) in [(&mut fast, &a), (&mut slow, &b)] {
+                    let w = var.as_tensor();
+                    let loss = (w.sin().unwrap() * w).unwrap().sum_all().unwrap();
+                    opt.step(&loss.backward().unwrap()).unwrap();
+                }
+            }
+            let flat = |v: &Var| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(&a), flat(&b), "{cfg:?}");
+            // A saved state is a snapshot: later in-place steps do not change it.
+            let state = fast.state().unwrap();
+            let before = state.tensors["m.w"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let loss = a.as_tensor().sqr().unwrap().sum_all().unwrap();
+            fast.step(&loss.backward().unwrap()).unwrap();
+            assert_eq!(before, state.tensors["m.w"].flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        }
     }
 
     #[test]

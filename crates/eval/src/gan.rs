@@ -42,7 +42,7 @@ pub fn judge_view(judge: &Judge, images: &Tensor, batch: usize) -> Result<JudgeV
 }
 
 /// The GAN metrics of the zoo, measured with the judge.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GanMetrics {
     /// Fréchet distance between judge features of the samples and of the real test digits.
     pub judge_fd: f64,

@@ -27,14 +27,23 @@ pub enum Architecture {
         d_channels: usize,
         /// Size of D's code (the embedding the pulling-away term sees).
         code: usize,
+        /// BatchNorm after D's decoding linear map (as in the common conv port). Real and
+        /// generated batches go through it separately, so a collapsed generated batch decodes to
+        /// one image that D is free to move away from the batch.
+        #[serde(default)]
+        d_batchnorm: bool,
     },
-    /// The paper's fully-connected MNIST networks: G is `z -> hidden -> hidden -> 784`, D encodes
-    /// `784 -> hidden -> code` and decodes `code -> hidden -> 784`.
+    /// The paper's fully-connected MNIST networks: G is `z -> hidden (depth times) -> S^2`, D
+    /// encodes `S^2 -> hidden (depth - 1 times) -> code` and decodes `code -> hidden (depth - 1
+    /// times) -> S^2` (depth 2: `784 -> hidden -> code -> hidden -> 784`).
     FullyConnected {
         /// Hidden width.
         hidden: usize,
         /// Code size.
         code: usize,
+        /// Number of hidden layers of G (at least 1) and of each half of D's autoencoder plus one
+        /// (at least 2).
+        depth: usize,
     },
 }
 
@@ -61,7 +70,7 @@ impl Config {
     pub fn mnist_conv() -> Self {
         Self {
             latent_dim: 62,
-            architecture: Architecture::Conv { g_hidden: 1024, d_channels: 64, code: 32 },
+            architecture: Architecture::Conv { g_hidden: 1024, d_channels: 64, code: 32, d_batchnorm: true },
             energy: Energy::MeanSquared,
             margin: 1.0,
             pt_weight: 0.1,
@@ -73,7 +82,7 @@ impl Config {
     pub fn paper_mnist_fc() -> Self {
         Self {
             latent_dim: 100,
-            architecture: Architecture::FullyConnected { hidden: 512, code: 128 },
+            architecture: Architecture::FullyConnected { hidden: 512, code: 128, depth: 2 },
             energy: Energy::L2Norm,
             margin: 10.0,
             pt_weight: 0.1,

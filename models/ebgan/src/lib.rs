@@ -10,15 +10,23 @@
 //! - `L_G = D(G(z)) + lambda_PT f_PT(S)` (eq. 2 and section 2.4), [`loss::generator_loss`], with the
 //!   pulling-away term [`loss::pulling_away_term`] on the encoder embeddings `S` of the generated
 //!   batch.
+//!
+//! The baseline the paper compares with, a standard non-saturating GAN with the same generator and
+//! a binary discriminator of comparable size ([`Gan`]), is trained by the same [`Trainer`].
 
+pub mod adversarial;
 pub mod config;
+pub mod gan;
 pub mod loss;
 pub mod model;
+pub mod sweep;
 pub mod train;
 
+pub use adversarial::{Adversarial, AnyModel};
 pub use config::{Architecture, Config, Energy};
+pub use gan::{BinaryDiscriminator, Gan, GanConfig};
 pub use model::{Discriminator, Ebgan, Generator};
-pub use train::{TrainConfig, Trainer};
+pub use train::{Monitor, TrainConfig, Trainer};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

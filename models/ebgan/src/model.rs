@@ -1,21 +1,58 @@
 //! The generator and the autoencoder discriminator.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Module, ModuleT, Tensor, D};
+use candle_core::{Module, ModuleT, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, ConvTranspose2dConfig, Linear, VarBuilder, VarMap};
 use zoo_core::checkpoint::ZooModel;
 use zoo_core::nn::{Conv2d, ConvTranspose2d};
-use zoo_core::ZooRng;
+use zoo_core::train::Metrics;
 
+use crate::adversarial::{scalar, Adversarial};
 use crate::config::{Architecture, Config, Energy};
 
-fn up2x(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<ConvTranspose2d> {
+pub(crate) fn up2x(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<ConvTranspose2d> {
     let cfg = ConvTranspose2dConfig { padding: 1, stride: 2, output_padding: 0, dilation: 1 };
     Ok(zoo_core::nn::conv_transpose2d(in_c, out_c, 4, cfg, vb)?)
 }
 
-fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
+pub(crate) fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
     Ok(candle_nn::batch_norm(c, BatchNormConfig::default(), vb)?)
+}
+
+/// Maps pixels from `[0, 1]` to `[-1, 1]`, where the discriminators work. At initialisation the
+/// autoencoder then reconstructs everything as about 0, mid-grey: a fresh generator's grey images
+/// have low energy that D must push up, while black-background digits have high energy that D
+/// must bring down. With pixels in `[0, 1]` it is the other way round, and the generator's first
+/// steps chase D's all-black reconstructions until its sigmoid saturates.
+pub fn to_signed(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.affine(2.0, -1.0)
+}
+
+/// Leaky ReLU with slope 0.2: the autoencoder's units must not die while D pushes the energy of
+/// generated images up (with plain ReLU the decoder can go silent and reconstruct nothing).
+pub(crate) fn leaky_relu(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.maximum(&(x * 0.2)?)
+}
+
+/// Linear layers `widths[0] -> widths[1] -> ...` named `{prefix}{first}`, `{prefix}{first + 1}`, ...
+pub(crate) fn mlp(widths: &[usize], prefix: &str, first: usize, vb: VarBuilder) -> Result<Vec<Linear>> {
+    widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| Ok(candle_nn::linear(w[0], w[1], vb.pp(format!("{prefix}{}", first + i)))?))
+        .collect()
+}
+
+/// The layers of [`mlp`] with ReLU between them (none after the last).
+pub(crate) fn mlp_forward(layers: &[Linear], x: &Tensor) -> Result<Tensor> {
+    let mut h = x.clone();
+    for (i, layer) in layers.iter().enumerate() {
+        h = layer.forward(&h)?;
+        if i + 1 < layers.len() {
+            h = h.relu()?;
+        }
+    }
+    Ok(h)
 }
 
 /// The generator `G(z)`: images `[B, 1, S, S]` with values in `[0, 1]` (sigmoid output).
@@ -43,22 +80,23 @@ pub enum Generator {
     },
     /// Fully-connected generator.
     FullyConnected {
-        /// The three layers.
-        layers: [Linear; 3],
+        /// `depth` hidden layers, then the output layer.
+        layers: Vec<Linear>,
         /// Image side.
         side: usize,
     },
 }
 
 impl Generator {
-    /// Builds the generator of `cfg` under `vb`.
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
-        let s = cfg.image_size;
-        Ok(match cfg.architecture {
+    /// Builds the generator of `architecture` for latents of `latent_dim` and images of side
+    /// `image_size` under `vb`.
+    pub fn new(latent_dim: usize, architecture: &Architecture, image_size: usize, vb: VarBuilder) -> Result<Self> {
+        let s = image_size;
+        Ok(match *architecture {
             Architecture::Conv { g_hidden, .. } => {
                 let side = s / 4;
                 Generator::Conv {
-                    fc1: candle_nn::linear(cfg.latent_dim, g_hidden, vb.pp("fc1"))?,
+                    fc1: candle_nn::linear(latent_dim, g_hidden, vb.pp("fc1"))?,
                     bn1: bn(g_hidden, vb.pp("bn1"))?,
                     fc2: candle_nn::linear(g_hidden, 128 * side * side, vb.pp("fc2"))?,
                     bn2: bn(128 * side * side, vb.pp("bn2"))?,
@@ -68,14 +106,12 @@ impl Generator {
                     side,
                 }
             }
-            Architecture::FullyConnected { hidden, .. } => Generator::FullyConnected {
-                layers: [
-                    candle_nn::linear(cfg.latent_dim, hidden, vb.pp("fc1"))?,
-                    candle_nn::linear(hidden, hidden, vb.pp("fc2"))?,
-                    candle_nn::linear(hidden, s * s, vb.pp("fc3"))?,
-                ],
-                side: s,
-            },
+            Architecture::FullyConnected { hidden, depth, .. } => {
+                let mut widths = vec![latent_dim];
+                widths.extend(std::iter::repeat_n(hidden, depth.max(1)));
+                widths.push(s * s);
+                Generator::FullyConnected { layers: mlp(&widths, "fc", 1, vb)?, side: s }
+            }
         })
     }
 
@@ -91,9 +127,7 @@ impl Generator {
                 candle_nn::ops::sigmoid(&up2.forward(&h)?)?
             }
             Generator::FullyConnected { layers, side } => {
-                let h = layers[0].forward(z)?.relu()?;
-                let h = layers[1].forward(&h)?.relu()?;
-                candle_nn::ops::sigmoid(&layers[2].forward(&h)?)?.reshape((b, 1, *side, *side))?
+                candle_nn::ops::sigmoid(&mlp_forward(layers, z)?)?.reshape((b, 1, *side, *side))?
             }
         })
     }
@@ -106,7 +140,9 @@ pub struct Energies {
     pub energy: Tensor,
     /// Encoder embedding `[B, code]` (what the pulling-away term sees).
     pub embedding: Tensor,
-    /// Reconstruction `[B, 1, S, S]`.
+    /// Reconstruction `[B, 1, S, S]` of the image mapped to `[-1, 1]` (see [`to_signed`]). The
+    /// decoder's output is linear: a sigmoid there saturates and leaves D unable to raise the
+    /// energy of generated images.
     pub reconstruction: Tensor,
 }
 
@@ -121,6 +157,8 @@ pub enum Discriminator {
         enc_fc: Linear,
         /// `code -> channels (S/2)^2`.
         dec_fc: Linear,
+        /// BatchNorm after `dec_fc`, if the architecture has it.
+        dec_bn: Option<BatchNorm>,
         /// `channels -> 1`, doubling the side.
         dec_conv: ConvTranspose2d,
         /// Channels.
@@ -128,10 +166,10 @@ pub enum Discriminator {
     },
     /// Fully-connected encoder/decoder.
     FullyConnected {
-        /// Encoder: `S^2 -> hidden -> code`.
-        encoder: [Linear; 2],
-        /// Decoder: `code -> hidden -> S^2`.
-        decoder: [Linear; 2],
+        /// Encoder: `S^2 -> hidden (depth - 1 times) -> code`.
+        encoder: Vec<Linear>,
+        /// Decoder: `code -> hidden (depth - 1 times) -> S^2`.
+        decoder: Vec<Linear>,
     },
 }
 
@@ -140,49 +178,50 @@ impl Discriminator {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let s = cfg.image_size;
         Ok(match cfg.architecture {
-            Architecture::Conv { d_channels, code, .. } => {
+            Architecture::Conv { d_channels, code, d_batchnorm, .. } => {
                 let flat = d_channels * (s / 2) * (s / 2);
                 let conv = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
                 Discriminator::Conv {
                     enc_conv: zoo_core::nn::conv2d(1, d_channels, 4, conv, vb.pp("enc_conv"))?,
                     enc_fc: candle_nn::linear(flat, code, vb.pp("enc_fc"))?,
                     dec_fc: candle_nn::linear(code, flat, vb.pp("dec_fc"))?,
+                    dec_bn: if d_batchnorm { Some(bn(flat, vb.pp("dec_bn"))?) } else { None },
                     dec_conv: up2x(d_channels, 1, vb.pp("dec_conv"))?,
                     channels: d_channels,
                 }
             }
-            Architecture::FullyConnected { hidden, code } => Discriminator::FullyConnected {
-                encoder: [
-                    candle_nn::linear(s * s, hidden, vb.pp("enc1"))?,
-                    candle_nn::linear(hidden, code, vb.pp("enc2"))?,
-                ],
-                decoder: [
-                    candle_nn::linear(code, hidden, vb.pp("dec1"))?,
-                    candle_nn::linear(hidden, s * s, vb.pp("dec2"))?,
-                ],
-            },
+            Architecture::FullyConnected { hidden, code, depth } => {
+                let inner = std::iter::repeat_n(hidden, depth.max(2) - 1);
+                let enc: Vec<usize> = std::iter::once(s * s).chain(inner.clone()).chain([code]).collect();
+                let dec: Vec<usize> = std::iter::once(code).chain(inner).chain([s * s]).collect();
+                Discriminator::FullyConnected {
+                    encoder: mlp(&enc, "enc", 1, vb.clone())?,
+                    decoder: mlp(&dec, "dec", 1, vb)?,
+                }
+            }
         })
     }
 
-    /// Energies, embeddings and reconstructions of images `x` `[B, 1, S, S]`. The autoencoder has
-    /// no BatchNorm, so the train flag changes nothing today; it is kept so that every network of
-    /// the zoo is called the same way.
-    pub fn forward_t(&self, x: &Tensor, energy: Energy, _train: bool) -> Result<Energies> {
+    /// Energies, embeddings and reconstructions of images `x` `[B, 1, S, S]`; `train` switches the
+    /// decoder's BatchNorm (if any) to batch statistics.
+    pub fn forward_t(&self, x: &Tensor, energy: Energy, train: bool) -> Result<Energies> {
         let (b, _, h, w) = x.dims4()?;
+        let x = &to_signed(x)?;
         let (embedding, reconstruction) = match self {
-            Discriminator::Conv { enc_conv, enc_fc, dec_fc, dec_conv, channels } => {
-                // No BatchNorm in the autoencoder: with separate real and generated batches, it
-                // would let D reconstruct a collapsed (constant) generated batch perfectly.
-                let e = enc_conv.forward(x)?.relu()?.flatten_from(1)?;
+            Discriminator::Conv { enc_conv, enc_fc, dec_fc, dec_bn, dec_conv, channels } => {
+                let e = leaky_relu(&enc_conv.forward(x)?)?.flatten_from(1)?;
                 let code = enc_fc.forward(&e)?;
-                let d = dec_fc.forward(&code)?.relu()?;
+                let mut d = dec_fc.forward(&code)?;
+                if let Some(bn) = dec_bn {
+                    d = bn.forward_t(&d, train)?;
+                }
+                let d = leaky_relu(&d)?;
                 let d = d.reshape((b, *channels, h / 2, w / 2))?;
-                (code, candle_nn::ops::sigmoid(&dec_conv.forward(&d)?)?)
+                (code, dec_conv.forward(&d)?)
             }
             Discriminator::FullyConnected { encoder, decoder } => {
-                let code = encoder[1].forward(&encoder[0].forward(&x.flatten_from(1)?)?.relu()?)?;
-                let d = decoder[1].forward(&decoder[0].forward(&code)?.relu()?)?;
-                (code, candle_nn::ops::sigmoid(&d)?.reshape((b, 1, h, w))?)
+                let code = mlp_forward(encoder, &x.flatten_from(1)?)?;
+                (code.clone(), mlp_forward(decoder, &code)?.reshape((b, 1, h, w))?)
             }
         };
         let sq = reconstruction.sub(x)?.sqr()?.flatten_from(1)?;
@@ -213,7 +252,7 @@ impl ZooModel for Ebgan {
             bail!("EBGAN image size must be a positive multiple of 4, got {}", cfg.image_size);
         }
         Ok(Self {
-            generator: Generator::new(cfg, vb.pp("generator"))?,
+            generator: Generator::new(cfg.latent_dim, &cfg.architecture, cfg.image_size, vb.pp("generator"))?,
             discriminator: Discriminator::new(cfg, vb.pp("discriminator"))?,
             cfg: cfg.clone(),
             varmap,
@@ -228,24 +267,41 @@ impl ZooModel for Ebgan {
 }
 
 impl Ebgan {
-    /// Latents `z ~ U(-1, 1)` `[n, latent]` from `rng`.
-    pub fn latents(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
-        rng.uniform((n, self.cfg.latent_dim), -1.0, 1.0, DType::F32, dev)
-    }
-
-    /// `n` samples in evaluation mode, `[n, 1, S, S]` in `[0, 1]`.
-    pub fn sample(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
-        let z = self.latents(n, rng, dev)?;
-        self.generator.forward_t(&z, false)
-    }
-
     /// Discriminator energies of images `x`, checking their shape.
     pub fn energies(&self, x: &Tensor, train: bool) -> Result<Energies> {
-        let s = self.cfg.image_size;
-        match x.dims() {
-            [_, 1, h, w] if *h == s && *w == s => self.discriminator.forward_t(x, self.cfg.energy, train),
-            d => bail!("EBGAN takes images of shape [batch, 1, {s}, {s}] with values in [0, 1], got {d:?}"),
-        }
+        self.check_images(x)?;
+        self.discriminator.forward_t(x, self.cfg.energy, train)
+    }
+}
+
+impl Adversarial for Ebgan {
+    fn generator(&self) -> &Generator {
+        &self.generator
+    }
+    fn latent_dim(&self) -> usize {
+        self.cfg.latent_dim
+    }
+    fn image_size(&self) -> usize {
+        self.cfg.image_size
+    }
+
+    fn discriminator_loss(&self, real: &Tensor, fake: &Tensor) -> Result<(Tensor, Metrics)> {
+        let r = self.energies(real, true)?;
+        let f = self.energies(fake, true)?;
+        let loss = crate::loss::discriminator_loss(&r.energy, &f.energy, self.cfg.margin)?;
+        let metrics = vec![
+            ("loss_d".into(), scalar(&loss)?),
+            ("energy_real".into(), scalar(&r.energy)?),
+            ("energy_fake".into(), scalar(&f.energy)?),
+        ];
+        Ok((loss, metrics))
+    }
+
+    fn generator_loss(&self, fake: &Tensor) -> Result<(Tensor, Metrics)> {
+        let e = self.energies(fake, true)?;
+        let loss = crate::loss::generator_loss(&e.energy, &e.embedding, self.cfg.pt_weight)?;
+        let pt = crate::loss::pulling_away_term(&e.embedding)?;
+        Ok((loss.clone(), vec![("loss_g".into(), scalar(&loss)?), ("pulling_away".into(), scalar(&pt)?)]))
     }
 }
 
@@ -253,8 +309,10 @@ impl Ebgan {
 mod tests {
     use super::*;
     use crate::loss::{discriminator_loss, generator_loss};
+    use candle_core::{DType, Device};
     use zoo_core::gradcheck::vars_without_gradient;
     use zoo_core::optim::{named_vars, Adam, AdamConfig, Optimizer};
+    use zoo_core::ZooRng;
     use zoo_data::Mnist;
 
     fn model(cfg: &Config) -> Ebgan {

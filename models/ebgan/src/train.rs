@@ -1,19 +1,24 @@
-//! Training EBGAN with the zoo-core kit: per step, one discriminator update on a real and a
-//! generated batch, then one generator update on a fresh generated batch.
+//! Adversarial training with the zoo-core kit: per step, one discriminator update on a real and a
+//! generated batch, then one generator update on the same generated batch through the updated
+//! discriminator.
 
 use std::path::Path;
 
-use anyhow::Result;
+use std::io::Write;
+
+use anyhow::{Context, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
-use zoo_core::checkpoint::{Checkpoint, SaveOptions, ZooModel};
+use zoo_core::checkpoint::{Checkpoint, SaveOptions};
 use zoo_core::optim::{named_vars, Adam, AdamConfig, Optimizer};
 use zoo_core::train::{Metrics, TrainTask, TrainingState};
 use zoo_core::ZooRng;
 use zoo_data::{Batcher, Mnist};
 
-use crate::loss::{discriminator_loss, generator_loss, pulling_away_term};
-use crate::{Config, Ebgan};
+use zoo_eval::gan::GanMetrics;
+use zoo_eval::judge::Judge;
+
+use crate::adversarial::Adversarial;
 
 /// The optimisation recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,10 +41,34 @@ impl Default for TrainConfig {
     }
 }
 
-/// One EBGAN training run.
-pub struct Trainer {
+/// Judge scores of the generator, written to `quality.jsonl` in the run directory at every
+/// checkpoint, so a run shows whether its samples improve, not only its losses.
+pub struct Monitor {
+    judge: Judge,
+    test: Mnist,
+    train: Mnist,
+    samples: usize,
+}
+
+impl Monitor {
+    /// Scores `samples` generated images against the first 1,000 of `test` (and of `train` for the
+    /// floor) with `judge`.
+    pub fn new(judge: Judge, test: &Mnist, train: &Mnist, samples: usize) -> Result<Self> {
+        let n = 1000.min(test.len()).min(train.len());
+        Ok(Self { judge, test: test.subset(0..n)?, train: train.subset(0..n)?, samples })
+    }
+
+    /// The judge's metrics of `samples` generated images (latents from a fixed seed).
+    pub fn measure<M: Adversarial>(&self, model: &M, dev: &Device) -> Result<GanMetrics> {
+        let x = model.sample(self.samples, &mut ZooRng::derive(0, "monitor"), dev)?;
+        zoo_eval::gan::gan_metrics(&self.judge, &x, &self.test, &self.train, 0)
+    }
+}
+
+/// One adversarial training run of an [`Ebgan`](crate::Ebgan) or a [`Gan`](crate::Gan).
+pub struct Trainer<M: Adversarial> {
     /// The model being trained.
-    pub model: Ebgan,
+    pub model: M,
     /// The recipe.
     pub cfg: TrainConfig,
     data: Mnist,
@@ -48,12 +77,13 @@ pub struct Trainer {
     opt_d: Adam,
     latent_rng: ZooRng,
     dev: Device,
+    monitor: Option<Monitor>,
 }
 
-impl Trainer {
+impl<M: Adversarial> Trainer<M> {
     /// A seeded run: DCGAN initialisation from the seed, one Adam per network.
-    pub fn new(model_cfg: &Config, cfg: TrainConfig, data: Mnist, dev: &Device) -> Result<Self> {
-        let model = Ebgan::new(model_cfg, dev)?;
+    pub fn new(model_cfg: &M::Config, cfg: TrainConfig, data: Mnist, dev: &Device) -> Result<Self> {
+        let model = M::new(model_cfg, dev)?;
         zoo_core::init::init_dcgan(model.varmap(), &mut ZooRng::derive(cfg.seed, "init"))?;
         let adam = |lr: f64| AdamConfig::new(lr).betas(cfg.beta1, 0.999);
         let opt_g = Adam::new(named_vars(model.varmap(), "generator."), adam(cfg.lr_g))?;
@@ -68,7 +98,14 @@ impl Trainer {
             opt_g,
             opt_d,
             dev: dev.clone(),
+            monitor: None,
         })
+    }
+
+    /// Scores the generator with `monitor` at every checkpoint (`quality.jsonl`).
+    pub fn with_monitor(mut self, monitor: Monitor) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 
     /// Optimisation steps in `epochs` passes over the data.
@@ -77,36 +114,23 @@ impl Trainer {
     }
 }
 
-impl TrainTask for Trainer {
+impl<M: Adversarial> TrainTask for Trainer<M> {
     fn family(&self) -> &str {
-        Ebgan::FAMILY
+        M::FAMILY
     }
 
     fn train_step(&mut self, _step: u64) -> Result<Metrics> {
-        let m = &self.model;
-        let mc = m.config().clone();
         let (x, _) = self.data.batch(&self.batcher.next_indices(), &self.dev)?;
-        let n = x.dim(0)?;
-        // Discriminator: L_D = D(x) + [m - D(G(z))]^+, the generated batch held fixed.
-        let fake = m.generator.forward_t(&m.latents(n, &mut self.latent_rng, &self.dev)?, true)?.detach();
-        let real_e = m.energies(&x, true)?;
-        let fake_e = m.energies(&fake, true)?;
-        let l_d = discriminator_loss(&real_e.energy, &fake_e.energy, mc.margin)?;
+        let z = self.model.latents(x.dim(0)?, &mut self.latent_rng, &self.dev)?;
+        let fake = self.model.generator().forward_t(&z, true)?;
+        // Discriminator first, on the generated batch held fixed; then the generator, through the
+        // updated discriminator, on the same batch (one generator forward per step).
+        let (l_d, mut metrics) = self.model.discriminator_loss(&x, &fake.detach())?;
         self.opt_d.step(&l_d.backward()?)?;
-        // Generator: L_G = D(G(z)) + lambda_PT f_PT(S) on a fresh batch.
-        let fake = m.generator.forward_t(&m.latents(n, &mut self.latent_rng, &self.dev)?, true)?;
-        let e = m.energies(&fake, true)?;
-        let l_g = generator_loss(&e.energy, &e.embedding, mc.pt_weight)?;
+        let (l_g, g_metrics) = self.model.generator_loss(&fake)?;
         self.opt_g.step(&l_g.backward()?)?;
-        let scalar =
-            |t: &candle_core::Tensor| -> Result<f64> { Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?) };
-        Ok(vec![
-            ("loss_d".into(), scalar(&l_d)?),
-            ("loss_g".into(), scalar(&l_g)?),
-            ("energy_real".into(), scalar(&real_e.energy.mean_all()?)?),
-            ("energy_fake".into(), scalar(&fake_e.energy.mean_all()?)?),
-            ("pulling_away".into(), scalar(&pulling_away_term(&e.embedding)?)?),
-        ])
+        metrics.extend(g_metrics);
+        Ok(metrics)
     }
 
     fn save_weights(&self, path: &Path, step: u64) -> Result<()> {
@@ -127,12 +151,21 @@ impl TrainTask for Trainer {
         // The same 64 latents at every checkpoint, so the grids show the generator's progress.
         let mut rng = ZooRng::derive(self.cfg.seed, "sample-grid");
         let samples = self.model.sample(64, &mut rng, &self.dev)?;
-        zoo_eval::picture::save_image_grid(&samples, 8, 2, 2, &run_dir.join(format!("samples-{step:06}.png")))
+        zoo_eval::picture::save_image_grid(&samples, 8, 2, 2, &run_dir.join(format!("samples-{step:06}.png")))?;
+        if let Some(monitor) = &self.monitor {
+            let m = monitor.measure(&self.model, &self.dev)?;
+            let mut line = serde_json::to_value(&m)?;
+            line["step"] = step.into();
+            let path = run_dir.join("quality.jsonl");
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
 
     fn restore(&mut self, weights: &Path, state: &TrainingState) -> Result<()> {
         let ck = Checkpoint::read(weights, &self.dev)?;
-        ck.expect_family(Ebgan::FAMILY)?;
+        ck.expect_family(M::FAMILY)?;
         ck.load_into(self.model.varmap())?;
         state.get_optimizer("generator", &mut self.opt_g)?;
         state.get_optimizer("discriminator", &mut self.opt_d)?;
@@ -151,13 +184,16 @@ mod tests {
     use zoo_core::checkpoint::varmap_tensors;
     use zoo_core::train::{run, LoopConfig};
 
-    fn trainer(seed: u64) -> Trainer {
+    use crate::{Config, Ebgan};
+    use zoo_core::checkpoint::ZooModel;
+
+    fn trainer(seed: u64) -> Trainer<Ebgan> {
         let data = Mnist::bundled_train_subset().unwrap().subset(0..256).unwrap();
         let cfg = TrainConfig { batch_size: 16, seed, ..Default::default() };
         Trainer::new(&Config::mnist_conv(), cfg, data, &Device::Cpu).unwrap()
     }
 
-    fn weights(t: &Trainer) -> Vec<Vec<f32>> {
+    fn weights(t: &Trainer<Ebgan>) -> Vec<Vec<f32>> {
         varmap_tensors(t.model.varmap()).iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect()
     }
 

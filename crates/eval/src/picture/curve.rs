@@ -150,7 +150,7 @@ fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
 
 /// Tick positions of about `target` round values (1, 2 or 5 times a power of ten) covering
 /// `[lo, hi]`, returned with the step; the first and last tick enclose the range.
-fn nice_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
+pub(crate) fn nice_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
     let span = (hi - lo).max(f64::MIN_POSITIVE);
     let raw = span / target.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
@@ -172,7 +172,7 @@ fn nice_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
 }
 
 /// Formats a tick value with as many decimals as the step needs.
-fn format_tick(v: f64, step: f64) -> String {
+pub(crate) fn format_tick(v: f64, step: f64) -> String {
     if v.abs() < step * 1e-6 {
         return "0".to_string();
     }

@@ -5,6 +5,7 @@
 //!   under each image (e.g. the predicted digit, green when right and red when wrong).
 //! - [`curve`]: line plots of training metrics read from a JSON Lines log.
 //! - [`confusion`]: confusion matrices, computed and drawn as annotated heat maps.
+//! - [`histogram`]: histograms of a score for several groups, as side-by-side bars.
 //! - [`font`]: the 5x7 bitmap font the other modules write their text with.
 //!
 //! Every file is written atomically (see [`zoo_core::atomic::write_atomic`]).
@@ -13,6 +14,7 @@ pub mod confusion;
 pub mod curve;
 pub mod font;
 pub mod grid;
+pub mod histogram;
 
 pub use confusion::{confusion_image, confusion_matrix, save_confusion_png};
 pub use curve::{
@@ -20,6 +22,7 @@ pub use curve::{
     Series,
 };
 pub use grid::{image_grid, labelled_grid, save_image_grid, save_labelled_grid};
+pub use histogram::{bin_counts, histogram_image, save_histogram_png};
 
 use anyhow::{Context, Result};
 use image::{ImageEncoder, Rgb, RgbImage};

@@ -1,0 +1,135 @@
+//! What the shared adversarial training loop needs from a model: a generator, latents, and the
+//! two players' losses. [`crate::Ebgan`] and its baseline [`crate::Gan`] implement it, so both
+//! are trained by the same [`crate::Trainer`] with the same budget.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+use zoo_core::checkpoint::ZooModel;
+use zoo_core::train::Metrics;
+use zoo_core::ZooRng;
+
+use crate::Generator;
+
+/// A generator/discriminator pair with its objective.
+pub trait Adversarial: ZooModel {
+    /// The generator `G(z)`.
+    fn generator(&self) -> &Generator;
+    /// Dimension of the latent `z ~ U(-1, 1)`.
+    fn latent_dim(&self) -> usize;
+    /// Side of the square greyscale images.
+    fn image_size(&self) -> usize;
+    /// The discriminator's loss on a real batch and a generated batch (already detached from G),
+    /// with the metrics worth logging (the loss included, as `loss_d`).
+    fn discriminator_loss(&self, real: &Tensor, fake: &Tensor) -> Result<(Tensor, Metrics)>;
+    /// The generator's loss on a generated batch, with the metrics worth logging (`loss_g` first).
+    fn generator_loss(&self, fake: &Tensor) -> Result<(Tensor, Metrics)>;
+
+    /// Latents `z ~ U(-1, 1)` `[n, latent]` from `rng`.
+    fn latents(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
+        rng.uniform((n, self.latent_dim()), -1.0, 1.0, DType::F32, dev)
+    }
+
+    /// `n` samples in evaluation mode, `[n, 1, S, S]` in `[0, 1]`.
+    fn sample(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
+        let z = self.latents(n, rng, dev)?;
+        self.generator().forward_t(&z, false)
+    }
+
+    /// `G(z)` in evaluation mode for given latents `[n, latent]`, checking their shape.
+    fn generate(&self, z: &Tensor) -> Result<Tensor> {
+        match z.dims() {
+            [_, d] if *d == self.latent_dim() => self.generator().forward_t(z, false),
+            d => bail!("{} takes latents of shape [n, {}], got {d:?}", Self::FAMILY, self.latent_dim()),
+        }
+    }
+
+    /// Refuses images that are not `[B, 1, S, S]`.
+    fn check_images(&self, x: &Tensor) -> Result<()> {
+        let s = self.image_size();
+        match x.dims() {
+            [_, 1, h, w] if *h == s && *w == s => Ok(()),
+            d => bail!("{} takes images of shape [batch, 1, {s}, {s}] with values in [0, 1], got {d:?}", Self::FAMILY),
+        }
+    }
+}
+
+/// The mean of a tensor as an `f64`, for logging.
+pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// A trained generator of either family of this crate, chosen by the checkpoint's metadata.
+pub enum AnyModel {
+    /// An energy-based GAN.
+    Ebgan(crate::Ebgan),
+    /// The GAN baseline.
+    Gan(crate::Gan),
+}
+
+impl AnyModel {
+    /// Loads a manifest id or a checkpoint path holding an `ebgan` or a `gan` checkpoint.
+    pub fn from_pretrained(weights: &str, dev: &Device) -> Result<Self> {
+        let (path, _) = zoo_core::manifest::resolve_weights(weights)?;
+        let meta = zoo_core::checkpoint::read_meta(&path)?;
+        Ok(match meta.family.as_str() {
+            f if f == crate::Ebgan::FAMILY => AnyModel::Ebgan(crate::Ebgan::load(&path, dev)?),
+            f if f == crate::Gan::FAMILY => AnyModel::Gan(crate::Gan::load(&path, dev)?),
+            other => bail!("{} is a '{other}' checkpoint, expected an 'ebgan' or a 'gan' one", path.display()),
+        })
+    }
+
+    /// The family name (`ebgan` or `gan`).
+    pub fn family(&self) -> &'static str {
+        match self {
+            AnyModel::Ebgan(_) => crate::Ebgan::FAMILY,
+            AnyModel::Gan(_) => crate::Gan::FAMILY,
+        }
+    }
+
+    /// Latents `[n, latent]` from `rng`.
+    pub fn latents(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
+        match self {
+            AnyModel::Ebgan(m) => m.latents(n, rng, dev),
+            AnyModel::Gan(m) => m.latents(n, rng, dev),
+        }
+    }
+
+    /// `G(z)` in evaluation mode.
+    pub fn generate(&self, z: &Tensor) -> Result<Tensor> {
+        match self {
+            AnyModel::Ebgan(m) => m.generate(z),
+            AnyModel::Gan(m) => m.generate(z),
+        }
+    }
+
+    /// `n` samples in evaluation mode, generated in chunks of 500.
+    pub fn sample(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
+        let mut chunks = Vec::new();
+        for start in (0..n).step_by(500) {
+            chunks.push(self.generate(&self.latents(500.min(n - start), rng, dev)?)?);
+        }
+        if chunks.is_empty() {
+            bail!("asked for 0 samples");
+        }
+        Ok(Tensor::cat(&chunks, 0)?)
+    }
+
+    /// A latent interpolation grid: `rows` pairs of random end points, each joined by `steps`
+    /// evenly spaced latents (end points included), as images `[rows * steps, 1, S, S]` in row order.
+    pub fn interpolation(&self, rows: usize, steps: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
+        if rows == 0 || steps < 2 {
+            bail!("an interpolation needs at least 1 row and 2 steps, got {rows} rows and {steps} steps");
+        }
+        let a = self.latents(rows, rng, dev)?;
+        let b = self.latents(rows, rng, dev)?;
+        let mut zs = Vec::with_capacity(rows * steps);
+        for r in 0..rows {
+            let (za, zb) = (a.get(r)?, b.get(r)?);
+            for s in 0..steps {
+                let t = s as f64 / (steps - 1) as f64;
+                zs.push(((&za * (1.0 - t))? + (&zb * t)?)?);
+            }
+        }
+        self.generate(&Tensor::stack(&zs, 0)?)
+    }
+}
