@@ -109,7 +109,7 @@ struct TrainArgs {
     /// per-pixel mean square.
     #[arg(long, value_enum)]
     energy: Option<EnergyArg>,
-    /// BatchNorm in the conv discriminator's decoder (default: the preset's, on).
+    /// BatchNorm in the conv discriminator's decoder (default: the preset's, off).
     #[arg(long)]
     d_batchnorm: Option<bool>,
     /// Weight of the pulling-away term (default: the preset's, 0.1).

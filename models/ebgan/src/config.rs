@@ -27,9 +27,10 @@ pub enum Architecture {
         d_channels: usize,
         /// Size of D's code (the embedding the pulling-away term sees).
         code: usize,
-        /// BatchNorm after D's decoding linear map (as in the common conv port). Real and
-        /// generated batches go through it separately, so a collapsed generated batch decodes to
-        /// one image that D is free to move away from the batch.
+        /// BatchNorm after D's decoding linear map (as in the common conv port; off in the
+        /// preset). Real and generated batches go through it separately, so D can decode a
+        /// generated batch from its own statistics rather than from the data it has learnt; in
+        /// our runs the generator then collapsed.
         #[serde(default)]
         d_batchnorm: bool,
     },
@@ -65,12 +66,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// The common MNIST setting: DCGAN-style conv networks, z = 62, 32-d code, mean-squared energy,
-    /// margin 1, pulling-away weight 0.1.
+    /// The common MNIST setting: DCGAN-style conv networks, z = 62, 32-d code, no BatchNorm in the
+    /// autoencoder, mean-squared energy (on pixels in `[-1, 1]`), margin 1, pulling-away weight 0.1.
     pub fn mnist_conv() -> Self {
         Self {
             latent_dim: 62,
-            architecture: Architecture::Conv { g_hidden: 1024, d_channels: 64, code: 32, d_batchnorm: true },
+            architecture: Architecture::Conv { g_hidden: 1024, d_channels: 64, code: 32, d_batchnorm: false },
             energy: Energy::MeanSquared,
             margin: 1.0,
             pt_weight: 0.1,
