@@ -8,6 +8,9 @@
 
 use std::time::Instant;
 
+mod common;
+use common::{arg_usize, median, peak_rss_mb, threads};
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -20,27 +23,10 @@ use zoo_core::ZooRng;
 use zoo_data::Mnist;
 use zoo_eval::judge::{Judge, JudgeConfig};
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
-}
 
 fn main() -> Result<()> {
-    let (iters, warmup) = (arg("--iters", 20), arg("--warmup", 3));
+    let (iters, warmup) = (arg_usize("--iters", 20), arg_usize("--warmup", 3));
     let dev = Device::Cpu;
     let data = Mnist::bundled_train_subset()?;
     let judge = Judge::new(&JudgeConfig::lenet(), &dev)?;
@@ -68,7 +54,7 @@ fn main() -> Result<()> {
             infer.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let threads = threads();
     println!(
         "{}",
         serde_json::json!({"model": "judge", "threads": threads, "train_ms": median(train), "infer_ms": median(infer), "peak_rss_mb": peak_rss_mb()})

@@ -19,7 +19,8 @@ import statistics
 import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BENCHES = ["judge"]
+# (family shown in the table, Rust bench binary, arguments for both the binary and the twin script)
+BENCHES = [("judge", "judge", []), ("ebgan", "ebgan", ["--model", "ebgan"]), ("gan", "ebgan", ["--model", "gan"])]
 
 
 def rust_binary(name):
@@ -53,17 +54,17 @@ def main():
     torch_version = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"], check=True,
                                    capture_output=True, text=True).stdout.strip()
     records = []
-    for name in BENCHES:
+    for family, name, args in BENCHES:
         binary = rust_binary(name)
         for threads in (1, 2):
             ours, theirs = [], []
             for _ in range(a.rounds):
-                ours.append(run_json([binary, "--bench"], threads))
-                theirs.append(run_json([a.python, str(ROOT / f"bench/torch/{name}.py"), "--threads", str(threads)], threads))
+                ours.append(run_json([binary, "--bench", *args], threads))
+                theirs.append(run_json([a.python, str(ROOT / f"bench/torch/{name}.py"), "--threads", str(threads), *args], threads))
             for kind in ("train", "infer"):
                 o = statistics.median(r[f"{kind}_ms"] for r in ours)
                 t = statistics.median(r[f"{kind}_ms"] for r in theirs)
-                records.append({"family": name, "step": kind, "threads": threads, "ours_ms": round(o, 3),
+                records.append({"family": family, "step": kind, "threads": threads, "ours_ms": round(o, 3),
                                 "pytorch_ms": round(t, 3), "ratio": round(o / t, 3),
                                 "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours), 1),
                                 "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs), 1)})

@@ -44,6 +44,8 @@ enum Command {
     /// Write a latent interpolation grid as PNG: each row walks in a straight line between two
     /// random latents.
     Interpolate(InterpolateArgs),
+    /// Rewrite a checkpoint with half-precision (f16) storage: half the size, loaded back as f32.
+    Export(ExportArgs),
     /// The paper's robustness experiment: train EBGAN and the GAN baseline (fully-connected, as in
     /// the paper) over a grid of learning rates, depths and widths, score each run with the judge,
     /// and write sweep.jsonl, sweep.md and a histogram of inception scores (sweep-histogram.png).
@@ -168,6 +170,16 @@ struct InterpolateArgs {
     /// Device: cpu, cuda, cuda:N, metal or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Manifest id or path of an EBGAN or GAN checkpoint.
+    #[arg(long)]
+    weights: String,
+    /// Output checkpoint.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -299,6 +311,19 @@ fn interpolate(a: InterpolateArgs) -> Result<()> {
     Ok(())
 }
 
+fn export(a: ExportArgs) -> Result<()> {
+    let dev = candle_core::Device::Cpu;
+    let (path, _) = zoo_core::manifest::resolve_weights(&a.weights)?;
+    let meta = zoo_core::checkpoint::read_meta(&path)?;
+    let opts = SaveOptions { step: meta.step, seed: meta.seed, storage: Some(candle_core::DType::F16) };
+    match AnyModel::from_pretrained(&a.weights, &dev)? {
+        AnyModel::Ebgan(m) => m.save_with(&a.out, &opts)?,
+        AnyModel::Gan(m) => m.save_with(&a.out, &opts)?,
+    }
+    eprintln!("wrote {} (f16 storage)", a.out.display());
+    Ok(())
+}
+
 fn sweep(a: SweepArgs) -> Result<()> {
     use zoo_ebgan::sweep::{default_grid, markdown_table, read_outcomes, run_setting};
     let dev = zoo_core::device(&a.data.device)?;
@@ -369,6 +394,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => train(a),
         Command::Sample(a) => sample(a),
         Command::Interpolate(a) => interpolate(a),
+        Command::Export(a) => export(a),
         Command::Sweep(a) => sweep(a),
         Command::Eval(a) => eval(a),
     })
