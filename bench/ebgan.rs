@@ -22,8 +22,6 @@ use zoo_core::ZooRng;
 use zoo_data::Mnist;
 use zoo_ebgan::{Adversarial, Config, Ebgan, Gan, GanConfig, TrainConfig, Trainer};
 
-
-
 fn time<M: Adversarial>(mut trainer: Trainer<M>, iters: usize, warmup: usize) -> Result<(f64, f64)> {
     let dev = Device::Cpu;
     let mut train = Vec::new();

@@ -23,8 +23,6 @@ use zoo_core::ZooRng;
 use zoo_data::Mnist;
 use zoo_eval::judge::{Judge, JudgeConfig};
 
-
-
 fn main() -> Result<()> {
     let (iters, warmup) = (arg_usize("--iters", 20), arg_usize("--warmup", 3));
     let dev = Device::Cpu;

@@ -187,7 +187,7 @@ struct SweepArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Training steps per run (batch 64).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1000)]
     steps: u64,
     /// Generated samples scored per run.
     #[arg(long, default_value_t = 2000)]

@@ -7,15 +7,19 @@
 //! - [`mnist`]: [`Mnist`], the full data set from a directory (see `scripts/fetch-data.sh`) and
 //!   the two subsets shipped in `data/mnist/`: the first 10,000 training images and the first
 //!   1,000 test images.
+//! - [`mnistm`]: MNIST-M built from the photos in `data/photos` ([`build_mnistm`]) and
+//!   [`ImageSet`], labelled colour images (also read from and written to class folders of PNGs).
 //! - [`batch`]: [`Batcher`], a seeded mini-batch order whose position can be saved with a
 //!   checkpoint for an exact resume.
 
 pub mod batch;
 pub mod idx;
 pub mod mnist;
+pub mod mnistm;
 
 pub use batch::{BatchPosition, Batcher};
 pub use mnist::{Mnist, Split};
+pub use mnistm::{build_mnistm, ImageSet, Photos};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

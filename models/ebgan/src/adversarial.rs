@@ -133,3 +133,56 @@ impl AnyModel {
         self.generate(&Tensor::stack(&zs, 0)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Ebgan, Gan, GanConfig};
+
+    #[test]
+    fn any_model_loads_either_family_and_refuses_others() {
+        let dev = Device::Cpu;
+        let dir = tempfile::tempdir().unwrap();
+        let (pe, pg) = (dir.path().join("e.safetensors"), dir.path().join("g.safetensors"));
+        let e = Ebgan::new(&Config::mnist_conv(), &dev).unwrap();
+        e.save(&pe).unwrap();
+        Gan::new(&GanConfig::mnist_conv(), &dev).unwrap().save(&pg).unwrap();
+        let le = AnyModel::from_pretrained(pe.to_str().unwrap(), &dev).unwrap();
+        let lg = AnyModel::from_pretrained(pg.to_str().unwrap(), &dev).unwrap();
+        assert_eq!((le.family(), lg.family()), ("ebgan", "gan"));
+        // Same latents, same images as the model that was saved.
+        let z = e.latents(3, &mut ZooRng::new(5), &dev).unwrap();
+        let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(le.generate(&z).unwrap()), flat(e.generate(&z).unwrap()));
+        assert_eq!(le.sample(7, &mut ZooRng::new(0), &dev).unwrap().dims(), &[7, 1, 28, 28]);
+        assert!(le.sample(0, &mut ZooRng::new(0), &dev).is_err());
+        let err = format!("{:#}", AnyModel::from_pretrained("judge-mnist", &dev).err().unwrap());
+        assert!(err.contains("is a 'judge' checkpoint, expected an 'ebgan' or a 'gan' one"), "{err}");
+    }
+
+    #[test]
+    fn interpolation_rows_run_between_their_end_points() {
+        let dev = Device::Cpu;
+        let e = Ebgan::new(&Config::mnist_conv(), &dev).unwrap();
+        zoo_core::init::init_dcgan(e.varmap(), &mut ZooRng::new(0)).unwrap();
+        let m = AnyModel::Ebgan(e);
+        let grid = m.interpolation(2, 5, &mut ZooRng::new(9), &dev).unwrap();
+        assert_eq!(grid.dims(), &[10, 1, 28, 28]);
+        // The first and last image of each row are G at the row's end points.
+        let mut rng = ZooRng::new(9);
+        let (a, b) = (m.latents(2, &mut rng, &dev).unwrap(), m.latents(2, &mut rng, &dev).unwrap());
+        let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ends = m
+            .generate(
+                &Tensor::cat(&[a.get(1).unwrap().unsqueeze(0).unwrap(), b.get(1).unwrap().unsqueeze(0).unwrap()], 0)
+                    .unwrap(),
+            )
+            .unwrap();
+        let got =
+            Tensor::cat(&[grid.get(5).unwrap().unsqueeze(0).unwrap(), grid.get(9).unwrap().unsqueeze(0).unwrap()], 0)
+                .unwrap();
+        let (x, y) = (flat(ends), flat(got));
+        assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() < 1e-5));
+        assert!(m.interpolation(1, 1, &mut ZooRng::new(0), &dev).is_err());
+    }
+}
