@@ -138,7 +138,30 @@ pub fn gan_section(out: &Path, dev: &Device) -> Result<Option<Section>> {
     if pictures.is_empty() {
         return Ok(None);
     }
-    let sweep = zoo_data::mnist::workspace_root().join("weights/ebgan-sweep-histogram.png");
+    // The judge's scores logged during the published trainings, side by side.
+    let root = zoo_data::mnist::workspace_root();
+    let mut curves = Vec::new();
+    for id in ["ebgan-mnist", "gan-mnist"] {
+        let log = root.join(format!("weights/{id}.quality.jsonl"));
+        if log.exists() {
+            let mut series = picture::read_metrics_jsonl(&log, &["inception_score"])?;
+            if let Some((_, points)) = series.pop() {
+                curves.push((id.to_string(), points));
+            }
+        }
+    }
+    if !curves.is_empty() {
+        picture::plot_curves(
+            &curves,
+            "Judge inception score of 2,000 samples during training",
+            &out.join("gan-training.png"),
+        )?;
+        pictures.push((
+            "gan-training.png".into(),
+            "Inception score (judge) every 500 steps of the published trainings (5 epochs, batch 64).".into(),
+        ));
+    }
+    let sweep = root.join("weights/ebgan-sweep-histogram.png");
     if sweep.exists() {
         std::fs::copy(&sweep, out.join("ebgan-sweep-histogram.png"))?;
         pictures.push((

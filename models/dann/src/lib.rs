@@ -13,8 +13,10 @@
 //! shared with the other adaptation models of the zoo.
 
 pub mod model;
+pub mod train;
 
 pub use model::{grl_lambda, Dann, DannConfig, DigitNet};
+pub use train::{accuracy, DaTrainConfig, DaTrainer, Method};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]
