@@ -5,15 +5,19 @@
 //! - [`kernel_inception_distance`] (KID: unbiased MMD^2 with a cubic polynomial kernel);
 //! - [`inception_score`] from class probabilities;
 //! - [`mode_coverage`]: how many classes are produced, and the KL divergence of the predicted class
-//!   histogram from uniform.
+//!   histogram from uniform;
+//! - [`min_cost_assignment`] (Hungarian method) and [`matched_accuracy`]: a categorical code as a
+//!   classifier after the best one-to-one matching of code values to labels.
 //!
 //! Features are plain `f64` matrices ([`Features`]), so the metrics work with any feature extractor.
 
+mod assignment;
 mod frechet;
 mod kid;
 mod linalg;
 mod scores;
 
+pub use assignment::{matched_accuracy, min_cost_assignment};
 pub use frechet::{frechet_distance, GaussianStats};
 pub use kid::kernel_inception_distance;
 pub use linalg::symmetric_eigen;
