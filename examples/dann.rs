@@ -1,22 +1,24 @@
 //! Domain adaptation from MNIST to MNIST-M with DANN and its baselines: train, evaluate, classify
-//! an image, export the MNIST-M built here.
+//! an image, draw the embedding figure, reproduce the comparison table, export the MNIST-M built
+//! here.
 //!
 //! ```text
 //! cargo run --release --example dann -- train --method dann --data-dir .cache/mnist --run-dir run/dann
 //! cargo run --release --example dann -- eval --weights run/dann/dann.safetensors --data-dir .cache/mnist --json
 //! cargo run --release --example dann -- classify --weights run/dann/dann.safetensors --image digit.png
+//! cargo run --release --example dann -- embedding --before run/da/source-only-s0/dann.safetensors --after run/da/dann-s0/dann.safetensors --out embedding.png
+//! cargo run --release --example dann -- table --data-dir .cache/mnist --out run/da
 //! cargo run --release --example dann -- export-mnistm --data-dir .cache/mnist --out mnist-m
 //! ```
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use candle_zoo::adaptation::{self, AnyAdapted, ClassifyArgs, EvalArgs, RunArgs, TableArgs};
 use candle_zoo::cli_args::DataArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use zoo_core::checkpoint::{SaveOptions, ZooModel};
-use zoo_core::train::{run, LoopConfig};
-use zoo_dann::{accuracy, DaTrainConfig, DaTrainer, Dann, Method};
-use zoo_data::{build_mnistm, ImageSet, Photos, Split};
+use zoo_dann::{Dann, DannConfig, Method};
+use zoo_data::Split;
 
 /// A memory allocator that keeps freed pages for reuse between training steps.
 #[global_allocator]
@@ -35,10 +37,16 @@ enum Command {
     /// Train on labelled MNIST train and unlabelled MNIST-M train (or, for the baselines, on
     /// one domain's labels).
     Train(TrainArgs),
-    /// Accuracy on MNIST-M test (target) and MNIST test (source).
+    /// Accuracy on MNIST-M test (target) and MNIST test (source) of a dann or ddc checkpoint.
     Eval(EvalArgs),
     /// Predict the digit in a PNG/JPEG image (resized to 28x28 RGB).
     Classify(ClassifyArgs),
+    /// The paper's figure: source and target test features projected by PCA, before and after
+    /// adaptation (PNG).
+    Embedding(EmbeddingArgs),
+    /// Reproduce the comparison table: source-only, DDC, DANN and target-only over several seeds
+    /// (trains what is missing, resumes what stopped, then evaluates every run).
+    Table(TableCmd),
     /// Write MNIST-M (train and test) as PNG class folders: OUT/{train,test}/<digit>/<index>.png.
     ExportMnistm(ExportArgs),
 }
@@ -60,43 +68,37 @@ struct TrainArgs {
     /// What to train.
     #[arg(long, value_enum, default_value = "dann")]
     method: MethodArg,
-    /// Training steps of 64 source + 64 target images.
-    #[arg(long, default_value_t = 10_000)]
-    steps: u64,
-    /// Seed of initialisation and data order.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Run directory: checkpoints and metrics.jsonl.
+    #[command(flatten)]
+    run: RunArgs,
+    /// Run directory: checkpoints, metrics.jsonl, curves.png and the final dann.safetensors.
     #[arg(long, default_value = "run/dann")]
     run_dir: PathBuf,
-    /// Continue the run in --run-dir from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
-    /// Steps between checkpoints.
-    #[arg(long, default_value_t = 1000)]
-    checkpoint_every: u64,
 }
 
 #[derive(Args)]
-struct EvalArgs {
+struct EmbeddingArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Manifest id or path of a `dann` checkpoint (DANN or a baseline).
+    /// The network before adaptation (a source-only checkpoint).
     #[arg(long)]
-    weights: String,
-    /// Print one JSON object.
+    before: String,
+    /// The adapted network (a dann or ddc checkpoint).
     #[arg(long)]
-    json: bool,
+    after: String,
+    /// Test images per domain.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Output PNG.
+    #[arg(long, default_value = "embedding.png")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
-struct ClassifyArgs {
-    /// Manifest id or path of a `dann` checkpoint.
-    #[arg(long)]
-    weights: String,
-    /// The image (PNG or JPEG, any size, colour or grey).
-    #[arg(long)]
-    image: PathBuf,
+struct TableCmd {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    table: TableArgs,
 }
 
 #[derive(Args)]
@@ -108,85 +110,47 @@ struct ExportArgs {
     out: PathBuf,
 }
 
-/// The seeds that make MNIST-M's train and test halves (fixed: everyone gets the same set).
-fn mnistm_seed(split: Split) -> u64 {
-    match split {
-        Split::Train => 0,
-        Split::Test => 1,
-    }
-}
-
-fn domains(data: &DataArgs, split: Split) -> Result<(ImageSet, ImageSet)> {
-    let mnist = data.load(split)?;
-    let target = build_mnistm(&mnist, &Photos::bundled()?, mnistm_seed(split))?;
-    Ok((ImageSet::from_mnist_rgb(&mnist), target))
-}
-
 fn train(a: TrainArgs) -> Result<()> {
     let dev = zoo_core::device(&a.data.device)?;
     let method = match a.method {
-        MethodArg::Dann => Method::Dann,
+        MethodArg::Dann => Method::Adapt,
         MethodArg::SourceOnly => Method::SourceOnly,
         MethodArg::TargetOnly => Method::TargetOnly,
     };
-    let (source, target) = domains(&a.data, Split::Train)?;
-    let mut trainer = DaTrainer::new(DaTrainConfig::paper(method, a.steps, a.seed), source, target, &dev)?;
-    eprintln!("training {method:?}: {} steps, run directory {}", a.steps, a.run_dir.display());
-    let lc =
-        LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, a.steps) };
-    let summary = run(&mut trainer, &lc)?;
-    zoo_eval::picture::curve::plot_curves_from_jsonl(
-        &lc.log_path(),
-        &["loss", "class_loss", "domain_loss"],
-        &a.run_dir.join("curves.png"),
-    )?;
-    let out = a.run_dir.join("dann.safetensors");
-    trainer
-        .model
-        .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
-    eprintln!("saved {}", out.display());
+    let data = adaptation::domains(&a.data, Split::Train)?;
+    adaptation::train_run::<Dann>(&DannConfig::mnist(), method, data, &a.run, &a.run_dir, "dann.safetensors", &dev)?;
     Ok(())
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    let dev = zoo_core::device(&a.data.device)?;
-    let model = Dann::from_pretrained(&a.weights, &dev)?;
-    let (source, target) = domains(&a.data, Split::Test)?;
-    let (target_accuracy, _) = accuracy(&model.net, &target, 500, &dev)?;
-    let (source_accuracy, _) = accuracy(&model.net, &source, 500, &dev)?;
-    let out =
-        serde_json::json!({"target_accuracy": target_accuracy, "source_accuracy": source_accuracy, "n": target.len()});
-    if a.json {
-        println!("{out}");
-    } else {
-        println!("MNIST-M test accuracy (target): {target_accuracy:.4}\nMNIST test accuracy (source): {source_accuracy:.4}\n({} images each)", target.len());
-    }
-    Ok(())
+    adaptation::eval_command(&a)
 }
 
 fn classify(a: ClassifyArgs) -> Result<()> {
-    let dev = candle_core::Device::Cpu;
-    let model = Dann::from_pretrained(&a.weights, &dev)?;
-    let img = image::open(&a.image).with_context(|| format!("cannot read image {}", a.image.display()))?;
-    let s = model.config().image_size as u32;
-    let rgb = image::imageops::resize(&img.to_rgb8(), s, s, image::imageops::FilterType::Triangle);
-    let set = ImageSet {
-        images: (0..3).flat_map(|c| rgb.pixels().map(move |p| p.0[c])).collect(),
-        labels: vec![0],
-        channels: 3,
-        rows: s as usize,
-        cols: s as usize,
-    };
-    let (x, _) = set.batch(&[0], &dev)?;
-    let probs = candle_nn::ops::softmax(&model.forward(&x)?, 1)?.squeeze(0)?.to_vec1::<f32>()?;
-    let (digit, p) = probs.iter().enumerate().fold((0, 0f32), |best, (i, &p)| if p > best.1 { (i, p) } else { best });
-    println!("{digit} (probability {p:.3})");
+    adaptation::classify_command(&a)
+}
+
+fn embedding(a: EmbeddingArgs) -> Result<()> {
+    let dev = zoo_core::device(&a.data.device)?;
+    let before = AnyAdapted::from_pretrained(&a.before, &dev)?;
+    let after = AnyAdapted::from_pretrained(&a.after, &dev)?;
+    let test = adaptation::domains(&a.data, Split::Test)?;
+    let nets = [("before adaptation".to_string(), before.net()), ("after adaptation".to_string(), after.net())];
+    adaptation::embedding_figure(&nets, &test, a.n, &a.out, &dev)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn table(a: TableCmd) -> Result<()> {
+    let table = adaptation::reproduce_table(&a.table, &a.data)?;
+    println!("{table}");
+    eprintln!("wrote {} and {}", a.table.out.join("table.md").display(), a.table.out.join("table.json").display());
     Ok(())
 }
 
 fn export(a: ExportArgs) -> Result<()> {
     for (split, name) in [(Split::Train, "train"), (Split::Test, "test")] {
-        let (_, target) = domains(&a.data, split)?;
+        let (_, target) = adaptation::domains(&a.data, split)?;
         target.export_png_folders(&a.out.join(name))?;
         eprintln!("wrote {} images to {}", target.len(), a.out.join(name).display());
     }
@@ -199,6 +163,8 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => train(a),
         Command::Eval(a) => eval(a),
         Command::Classify(a) => classify(a),
+        Command::Embedding(a) => embedding(a),
+        Command::Table(a) => table(a),
         Command::ExportMnistm(a) => export(a),
     })
 }

@@ -8,17 +8,23 @@
 //!   downloads, the training kit and shared trainable layers;
 //! - [`zoo_data`]: the data sets and reproducible batching;
 //! - [`zoo_eval`]: the judge classifier, evaluation metrics and pictures;
-//! - [`zoo_ebgan`]: the energy-based GAN (model, objective and trainer; its recipe is still being tuned);
+//! - [`zoo_ebgan`]: the energy-based GAN and its GAN baseline;
+//! - [`zoo_dann`], [`zoo_ddc`]: domain adaptation by gradient reversal and by MMD, with the
+//!   two-domain trainer and baselines;
+//! - [`adaptation`]: the MNIST -> MNIST-M protocol shared by the `dann` and `ddc` binaries;
 //! - [`demo`]: the gallery rendered by `zoo demo`.
 //!
 //! The `zoo` command-line tool lists, inspects, verifies and fetches the published checkpoints of
 //! `weights-manifest.toml`; run `zoo --help` for its commands.
 
 pub use zoo_core;
+pub use zoo_dann;
 pub use zoo_data;
+pub use zoo_ddc;
 pub use zoo_ebgan;
 pub use zoo_eval;
 
+pub mod adaptation;
 pub mod cli_args;
 pub mod demo;
 

@@ -9,15 +9,19 @@
 //!   1,000 test images.
 //! - [`mnistm`]: MNIST-M built from the photos in `data/photos` ([`build_mnistm`]) and
 //!   [`ImageSet`], labelled colour images (also read from and written to class folders of PNGs).
+//! - [`domains`]: [`TwoDomains`], a labelled source set and an unlabelled target set drawn as
+//!   separate batches for domain adaptation.
 //! - [`batch`]: [`Batcher`], a seeded mini-batch order whose position can be saved with a
 //!   checkpoint for an exact resume.
 
 pub mod batch;
+pub mod domains;
 pub mod idx;
 pub mod mnist;
 pub mod mnistm;
 
 pub use batch::{BatchPosition, Batcher};
+pub use domains::{DomainBatch, TwoDomainPosition, TwoDomains};
 pub use mnist::{Mnist, Split};
 pub use mnistm::{build_mnistm, ImageSet, Photos};
 

@@ -16,7 +16,7 @@ pub mod model;
 pub mod train;
 
 pub use model::{grl_lambda, Dann, DannConfig, DigitNet};
-pub use train::{accuracy, DaTrainConfig, DaTrainer, Method};
+pub use train::{accuracy, Adaptation, AdaptationTerms, DaTrainConfig, DaTrainer, Method};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -22,6 +22,10 @@ pub struct DannConfig {
     pub domain_hidden: usize,
     /// Classes (10 digits).
     pub classes: usize,
+    /// Width of an extra adaptation (bottleneck) layer between the label predictor's hidden
+    /// layers and its output, as DDC inserts one; `None` (the DANN network) has none.
+    #[serde(default)]
+    pub adaptation_layer: Option<usize>,
 }
 
 impl DannConfig {
@@ -34,6 +38,7 @@ impl DannConfig {
             label_hidden: 100,
             domain_hidden: 100,
             classes: 10,
+            adaptation_layer: None,
         }
     }
 
@@ -52,12 +57,14 @@ impl DannConfig {
 pub struct DigitNet {
     conv1: Conv2d,
     conv2: Conv2d,
-    fc: [Linear; 3],
+    hidden: Vec<Linear>,
+    out: Linear,
     cfg: DannConfig,
 }
 
 impl DigitNet {
-    /// Builds the network under `vb` (`features.conv1`, `features.conv2`, `classifier.fc1..3`).
+    /// Builds the network under `vb` (`features.conv1`, `features.conv2`, `classifier.fc1`,
+    /// `classifier.fc2`, `classifier.adapt` when configured, and the output `classifier.fc3`).
     pub fn new(cfg: &DannConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.image_size < 16 {
             bail!("the digit network needs images of at least 16x16, got {}", cfg.image_size);
@@ -65,14 +72,21 @@ impl DigitNet {
         let conv = candle_nn::Conv2dConfig::default();
         let [c1, c2] = cfg.conv_channels;
         let (f, h) = (cfg.feature_dim(), cfg.label_hidden);
+        let mut hidden =
+            vec![candle_nn::linear(f, h, vb.pp("classifier.fc1"))?, candle_nn::linear(h, h, vb.pp("classifier.fc2"))?];
+        let mut width = h;
+        if let Some(a) = cfg.adaptation_layer {
+            if a == 0 {
+                bail!("the adaptation layer needs at least one unit");
+            }
+            hidden.push(candle_nn::linear(h, a, vb.pp("classifier.adapt"))?);
+            width = a;
+        }
         Ok(Self {
             conv1: zoo_core::nn::conv2d(cfg.in_channels, c1, 5, conv, vb.pp("features.conv1"))?,
             conv2: zoo_core::nn::conv2d(c1, c2, 5, conv, vb.pp("features.conv2"))?,
-            fc: [
-                candle_nn::linear(f, h, vb.pp("classifier.fc1"))?,
-                candle_nn::linear(h, h, vb.pp("classifier.fc2"))?,
-                candle_nn::linear(h, cfg.classes, vb.pp("classifier.fc3"))?,
-            ],
+            hidden,
+            out: candle_nn::linear(width, cfg.classes, vb.pp("classifier.fc3"))?,
             cfg: cfg.clone(),
         })
     }
@@ -96,11 +110,29 @@ impl DigitNet {
         Ok(h.flatten_from(1)?)
     }
 
+    /// The label predictor's last hidden representation (after its ReLU) of features: the
+    /// adaptation layer's output when there is one (where DDC measures MMD), else `fc2`'s.
+    pub fn embed(&self, f: &Tensor) -> Result<Tensor> {
+        let mut h = f.clone();
+        for layer in &self.hidden {
+            h = layer.forward(&h)?.relu()?;
+        }
+        Ok(h)
+    }
+
+    /// Class logits of an [`DigitNet::embed`] representation.
+    pub fn classify_embedding(&self, e: &Tensor) -> Result<Tensor> {
+        Ok(self.out.forward(e)?)
+    }
+
     /// Class logits `G_y(f)` `[B, classes]` of features.
     pub fn classify_features(&self, f: &Tensor) -> Result<Tensor> {
-        let h = self.fc[0].forward(f)?.relu()?;
-        let h = self.fc[1].forward(&h)?.relu()?;
-        Ok(self.fc[2].forward(&h)?)
+        self.classify_embedding(&self.embed(f)?)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DannConfig {
+        &self.cfg
     }
 
     /// Class logits of images.

@@ -16,9 +16,9 @@ use zoo_core::optim::{named_vars, Optimizer, Sgd, SgdConfig};
 use zoo_core::schedule::Schedule;
 use zoo_core::train::{Metrics, TrainTask, TrainingState};
 use zoo_core::ZooRng;
-use zoo_data::{Batcher, ImageSet};
+use zoo_data::{ImageSet, TwoDomainPosition, TwoDomains};
 
-use crate::{grl_lambda, Dann, DannConfig, DigitNet};
+use crate::{grl_lambda, Dann, DigitNet};
 
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,10 +26,53 @@ use crate::{grl_lambda, Dann, DannConfig, DigitNet};
 pub enum Method {
     /// Cross-entropy on source labels only (the lower baseline).
     SourceOnly,
-    /// Cross-entropy on source labels plus the domain loss through gradient reversal.
-    Dann,
+    /// Cross-entropy on source labels plus the model's adaptation term (DANN's reversed domain
+    /// loss, DDC's MMD, ...), which sees the unlabelled target batch.
+    #[serde(alias = "dann")]
+    Adapt,
     /// Cross-entropy on target labels (the upper bound: uses target labels).
     TargetOnly,
+}
+
+/// The adaptation term of one step.
+pub struct AdaptationTerms {
+    /// Class logits of the source batch.
+    pub source_logits: Tensor,
+    /// The adaptation loss, weighted as the method prescribes (added to the source cross-entropy).
+    pub loss: Tensor,
+    /// Named values to log (for example the domain loss and `lambda`).
+    pub metrics: Metrics,
+}
+
+/// A model that [`DaTrainer`] trains: a [`DigitNet`] classifier plus the adaptation term of its
+/// method.
+pub trait Adaptation: ZooModel {
+    /// The classifier every method trains and evaluation measures.
+    fn classifier(&self) -> &DigitNet;
+
+    /// The method's term on a source batch and a target batch (images in `[0, 1]`) at training
+    /// progress `p` in `[0, 1]`. Target labels are never passed.
+    fn adaptation_terms(&self, source: &Tensor, target: &Tensor, p: f64) -> Result<AdaptationTerms>;
+}
+
+impl Adaptation for Dann {
+    fn classifier(&self) -> &DigitNet {
+        &self.net
+    }
+
+    /// The domain loss through the gradient reversal layer with `lambda_p` ([`grl_lambda`]).
+    fn adaptation_terms(&self, source: &Tensor, target: &Tensor, p: f64) -> Result<AdaptationTerms> {
+        let lambda = grl_lambda(p);
+        let (fs, ft) = (self.net.features(source)?, self.net.features(target)?);
+        let source_logits = self.net.classify_features(&fs)?;
+        let (ns, nt, dev) = (fs.dim(0)?, ft.dim(0)?, fs.device().clone());
+        let domain_labels =
+            Tensor::cat(&[Tensor::zeros(ns, DType::F32, &dev)?, Tensor::ones(nt, DType::F32, &dev)?], 0)?;
+        let logits = self.domain_logits(&Tensor::cat(&[fs, ft], 0)?, lambda)?;
+        let loss = bce_with_logits(&logits, &domain_labels)?;
+        let metrics = vec![("domain_loss".into(), loss.to_scalar::<f32>()? as f64), ("lambda".into(), lambda)];
+        Ok(AdaptationTerms { source_logits, loss, metrics })
+    }
 }
 
 /// The recipe.
@@ -61,74 +104,67 @@ impl DaTrainConfig {
 }
 
 /// A run: the model, the two domains and the optimiser.
-pub struct DaTrainer {
-    /// The model (the domain classifier is unused by the baselines).
-    pub model: Dann,
+pub struct DaTrainer<M: Adaptation> {
+    /// The model (the baselines leave its adaptation part untouched).
+    pub model: M,
     /// The recipe.
     pub cfg: DaTrainConfig,
-    source: ImageSet,
-    target: ImageSet,
-    source_order: Batcher,
-    target_order: Batcher,
+    data: TwoDomains,
     opt: Sgd,
     dev: Device,
 }
 
-impl DaTrainer {
-    /// A seeded run (PyTorch's default initialisation from the seed).
-    pub fn new(cfg: DaTrainConfig, source: ImageSet, target: ImageSet, dev: &Device) -> Result<Self> {
-        if source.channels != target.channels || source.rows != target.rows || source.cols != target.cols {
+impl<M: Adaptation> DaTrainer<M> {
+    /// A seeded run of a fresh `M` built from `model_cfg` (PyTorch's default initialisation
+    /// from the seed) on a labelled `source` and a `target` set.
+    pub fn new(
+        model_cfg: &M::Config,
+        cfg: DaTrainConfig,
+        source: ImageSet,
+        target: ImageSet,
+        dev: &Device,
+    ) -> Result<Self> {
+        let model = M::new(model_cfg, dev)?;
+        let net = model.classifier().config();
+        if (source.channels, source.rows, source.cols) != (net.in_channels, net.image_size, net.image_size) {
             bail!(
-                "source images are {}x{}x{} but target images are {}x{}x{}",
+                "the network takes {}x{}x{} images (channels x rows x cols), the source set holds {}x{}x{}",
+                net.in_channels,
+                net.image_size,
+                net.image_size,
                 source.channels,
                 source.rows,
-                source.cols,
-                target.channels,
-                target.rows,
-                target.cols
+                source.cols
             );
         }
-        let model_cfg = DannConfig { in_channels: source.channels, image_size: source.rows, ..DannConfig::mnist() };
-        let model = Dann::new(&model_cfg, dev)?;
+        let data = TwoDomains::new(source, target, cfg.batch_size, cfg.seed)?;
         zoo_core::init::init_torch_default(model.varmap(), &mut ZooRng::derive(cfg.seed, "init"))?;
         let opt = Sgd::new(named_vars(model.varmap(), ""), SgdConfig::new(cfg.lr, cfg.momentum))?;
-        let source_order = Batcher::new(source.len(), cfg.batch_size, cfg.seed, true)?;
-        let target_order = Batcher::new(target.len(), cfg.batch_size, cfg.seed ^ 0x7a11, true)?;
-        Ok(Self { model, cfg, source, target, source_order, target_order, opt, dev: dev.clone() })
+        Ok(Self { model, cfg, data, opt, dev: dev.clone() })
     }
 }
 
-impl TrainTask for DaTrainer {
+impl<M: Adaptation> TrainTask for DaTrainer<M> {
     fn family(&self) -> &str {
-        Dann::FAMILY
+        M::FAMILY
     }
 
     fn train_step(&mut self, step: u64) -> Result<Metrics> {
         let p = step as f64 / self.cfg.steps.max(1) as f64;
         let lr = self.cfg.schedule().lr_at(step);
         self.opt.set_learning_rate(lr);
-        let (xs, ys) = self.source.batch(&self.source_order.next_indices(), &self.dev)?;
-        let (xt, yt) = self.target.batch(&self.target_order.next_indices(), &self.dev)?;
-        let net = &self.model.net;
+        let b = self.data.next_batch(&self.dev)?;
+        let net = self.model.classifier();
         let mut metrics = vec![("lr".to_string(), lr)];
         let loss = match self.cfg.method {
-            Method::SourceOnly => cross_entropy(&net.forward(&xs)?, &ys)?,
-            Method::TargetOnly => cross_entropy(&net.forward(&xt)?, &yt)?,
-            Method::Dann => {
-                let lambda = grl_lambda(p);
-                let (fs, ft) = (net.features(&xs)?, net.features(&xt)?);
-                let ce = cross_entropy(&net.classify_features(&fs)?, &ys)?;
-                let (ns, nt) = (xs.dim(0)?, xt.dim(0)?);
-                let domain_labels = Tensor::cat(
-                    &[Tensor::zeros(ns, DType::F32, &self.dev)?, Tensor::ones(nt, DType::F32, &self.dev)?],
-                    0,
-                )?;
-                let logits = self.model.domain_logits(&Tensor::cat(&[fs, ft], 0)?, lambda)?;
-                let domain = bce_with_logits(&logits, &domain_labels)?;
+            Method::SourceOnly => cross_entropy(&net.forward(&b.source_images)?, &b.source_labels)?,
+            Method::TargetOnly => cross_entropy(&net.forward(&b.target_images)?, &b.target_labels)?,
+            Method::Adapt => {
+                let terms = self.model.adaptation_terms(&b.source_images, &b.target_images, p)?;
+                let ce = cross_entropy(&terms.source_logits, &b.source_labels)?;
                 metrics.push(("class_loss".into(), ce.to_scalar::<f32>()? as f64));
-                metrics.push(("domain_loss".into(), domain.to_scalar::<f32>()? as f64));
-                metrics.push(("lambda".into(), lambda));
-                (ce + domain)?
+                metrics.extend(terms.metrics);
+                (ce + terms.loss)?
             }
         };
         self.opt.step(&loss.backward()?)?;
@@ -143,22 +179,24 @@ impl TrainTask for DaTrainer {
     fn training_state(&self) -> Result<TrainingState> {
         let mut s = TrainingState::new();
         s.put_optimizer("sgd", &self.opt)?;
-        s.put("source_order", &self.source_order.position())?;
-        s.put("target_order", &self.target_order.position())?;
+        s.put("domains", &self.data.position())?;
         s.put("recipe", &self.cfg)?;
         Ok(s)
     }
 
     fn restore(&mut self, weights: &Path, state: &TrainingState) -> Result<()> {
         let ck = Checkpoint::read(weights, &self.dev)?;
-        ck.expect_family(Dann::FAMILY)?;
+        ck.expect_family(M::FAMILY)?;
         ck.load_into(self.model.varmap())?;
         state.get_optimizer("sgd", &mut self.opt)?;
         self.cfg = state.get("recipe")?;
-        self.source_order = Batcher::new(self.source.len(), self.cfg.batch_size, self.cfg.seed, true)?;
-        self.target_order = Batcher::new(self.target.len(), self.cfg.batch_size, self.cfg.seed ^ 0x7a11, true)?;
-        self.source_order.set_position(state.get("source_order")?)?;
-        self.target_order.set_position(state.get("target_order")?)?;
+        self.data.reorder(self.cfg.batch_size, self.cfg.seed)?;
+        let position = match state.get::<TwoDomainPosition>("domains") {
+            Ok(p) => p,
+            // Runs saved before the two orders were stored together.
+            Err(_) => TwoDomainPosition { source: state.get("source_order")?, target: state.get("target_order")? },
+        };
+        self.data.set_position(position)?;
         Ok(())
     }
 }
@@ -181,6 +219,7 @@ pub fn accuracy(net: &DigitNet, data: &ImageSet, batch: usize, dev: &Device) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DannConfig;
     use zoo_core::train::{run, LoopConfig};
     use zoo_data::{build_mnistm, Mnist, Photos};
 
@@ -189,7 +228,7 @@ mod tests {
         (ImageSet::from_mnist_rgb(&mnist), build_mnistm(&mnist, &Photos::bundled().unwrap(), 0).unwrap())
     }
 
-    fn weights(t: &DaTrainer) -> Vec<Vec<f32>> {
+    fn weights(t: &DaTrainer<Dann>) -> Vec<Vec<f32>> {
         zoo_core::checkpoint::varmap_tensors(t.model.varmap())
             .iter()
             .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
@@ -200,7 +239,8 @@ mod tests {
     fn every_method_trains_and_a_resumed_dann_run_matches_a_straight_one() {
         let (s, t) = domains();
         for method in [Method::SourceOnly, Method::TargetOnly] {
-            let mut tr = DaTrainer::new(
+            let mut tr = DaTrainer::<Dann>::new(
+                &DannConfig::mnist(),
                 DaTrainConfig { batch_size: 32, ..DaTrainConfig::paper(method, 30, 1) },
                 s.clone(),
                 t.clone(),
@@ -215,22 +255,33 @@ mod tests {
             assert!(last < first, "{method:?}: {first} -> {last}");
         }
         let dir = tempfile::tempdir().unwrap();
-        let cfg = DaTrainConfig { batch_size: 16, ..DaTrainConfig::paper(Method::Dann, 6, 2) };
+        let cfg = DaTrainConfig { batch_size: 16, ..DaTrainConfig::paper(Method::Adapt, 6, 2) };
         let lc =
             |d: &str| LoopConfig { checkpoint_every: 3, progress: false, ..LoopConfig::new(dir.path().join(d), 6) };
-        let mut straight = DaTrainer::new(cfg.clone(), s.clone(), t.clone(), &Device::Cpu).unwrap();
+        let mut straight =
+            DaTrainer::<Dann>::new(&DannConfig::mnist(), cfg.clone(), s.clone(), t.clone(), &Device::Cpu).unwrap();
         let summary = run(&mut straight, &lc("a")).unwrap();
         let names: Vec<&str> = summary.last_metrics.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["loss", "lr", "class_loss", "domain_loss", "lambda"]);
-        let mut first = DaTrainer::new(cfg.clone(), s.clone(), t.clone(), &Device::Cpu).unwrap();
+        let mut first =
+            DaTrainer::<Dann>::new(&DannConfig::mnist(), cfg.clone(), s.clone(), t.clone(), &Device::Cpu).unwrap();
         run(&mut first, &LoopConfig { stop_after: Some(3), ..lc("b") }).unwrap();
-        let mut resumed = DaTrainer::new(DaTrainConfig { seed: 9, ..cfg }, s.clone(), t.clone(), &Device::Cpu).unwrap();
+        let mut resumed = DaTrainer::<Dann>::new(
+            &DannConfig::mnist(),
+            DaTrainConfig { seed: 9, ..cfg },
+            s.clone(),
+            t.clone(),
+            &Device::Cpu,
+        )
+        .unwrap();
         run(&mut resumed, &LoopConfig { resume: true, ..lc("b") }).unwrap();
         assert!(weights(&straight) == weights(&resumed), "the resumed run diverged");
         let (acc, pred) = accuracy(&straight.model.net, &t, 100, &Device::Cpu).unwrap();
         assert_eq!(pred.len(), 256);
         assert!((0.0..=1.0).contains(&acc));
         let grey = ImageSet { channels: 1, ..s.clone() };
-        assert!(DaTrainer::new(DaTrainConfig::paper(Method::Dann, 1, 0), grey, t, &Device::Cpu).is_err());
+        let paper = DaTrainConfig::paper(Method::Adapt, 1, 0);
+        let e = DaTrainer::<Dann>::new(&DannConfig::mnist(), paper, grey, t, &Device::Cpu).err().unwrap().to_string();
+        assert!(e.contains("3x28x28") && e.contains("1x28x28"), "{e}");
     }
 }

@@ -7,7 +7,8 @@
 //! - [`mode_coverage`]: how many classes are produced, and the KL divergence of the predicted class
 //!   histogram from uniform;
 //! - [`min_cost_assignment`] (Hungarian method) and [`matched_accuracy`]: a categorical code as a
-//!   classifier after the best one-to-one matching of code values to labels.
+//!   classifier after the best one-to-one matching of code values to labels;
+//! - [`Pca`]: principal directions of a feature set, for 2-D pictures of embeddings.
 //!
 //! Features are plain `f64` matrices ([`Features`]), so the metrics work with any feature extractor.
 
@@ -15,12 +16,14 @@ mod assignment;
 mod frechet;
 mod kid;
 mod linalg;
+mod pca;
 mod scores;
 
 pub use assignment::{matched_accuracy, min_cost_assignment};
 pub use frechet::{frechet_distance, GaussianStats};
 pub use kid::kernel_inception_distance;
 pub use linalg::symmetric_eigen;
+pub use pca::Pca;
 pub use scores::{inception_score, mode_coverage, ModeCoverage};
 
 use anyhow::{bail, Result};

@@ -6,6 +6,7 @@
 //! - [`curve`]: line plots of training metrics read from a JSON Lines log.
 //! - [`confusion`]: confusion matrices, computed and drawn as annotated heat maps.
 //! - [`histogram`]: histograms of a score for several groups, as side-by-side bars.
+//! - [`scatter`]: scatter plots of 2-D points in groups, one panel per condition.
 //! - [`font`]: the 5x7 bitmap font the other modules write their text with.
 //!
 //! Every file is written atomically (see [`zoo_core::atomic::write_atomic`]).
@@ -15,6 +16,7 @@ pub mod curve;
 pub mod font;
 pub mod grid;
 pub mod histogram;
+pub mod scatter;
 
 pub use confusion::{confusion_image, confusion_matrix, save_confusion_png};
 pub use curve::{
@@ -23,6 +25,7 @@ pub use curve::{
 };
 pub use grid::{image_grid, labelled_grid, save_image_grid, save_labelled_grid};
 pub use histogram::{bin_counts, histogram_image, save_histogram_png};
+pub use scatter::{save_scatter_png, scatter_image, ScatterPanel};
 
 use anyhow::{Context, Result};
 use image::{ImageEncoder, Rgb, RgbImage};
