@@ -10,6 +10,17 @@ use zoo_core::ZooRng;
 
 use crate::Generator;
 
+/// What a training step's losses see besides the generated batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Real images `[B, 1, S, S]` in `[0, 1]`.
+    pub real: &'a Tensor,
+    /// Their labels `[B]` (u32), for class-conditional models.
+    pub labels: &'a Tensor,
+    /// The generator's input of this step (from [`Adversarial::latents`]), codes included.
+    pub latents: &'a Tensor,
+}
+
 /// A generator/discriminator pair with its objective.
 pub trait Adversarial: ZooModel {
     /// The generator `G(z)`.
@@ -18,13 +29,15 @@ pub trait Adversarial: ZooModel {
     fn latent_dim(&self) -> usize;
     /// Side of the square greyscale images.
     fn image_size(&self) -> usize;
-    /// The discriminator's loss on a real batch and a generated batch (already detached from G),
-    /// with the metrics worth logging (the loss included, as `loss_d`).
-    fn discriminator_loss(&self, real: &Tensor, fake: &Tensor) -> Result<(Tensor, Metrics)>;
-    /// The generator's loss on a generated batch, with the metrics worth logging (`loss_g` first).
-    fn generator_loss(&self, fake: &Tensor) -> Result<(Tensor, Metrics)>;
+    /// The discriminator's loss on the step's real batch and its generated batch `fake` (already
+    /// detached from G), with the metrics worth logging (the loss included, as `loss_d`).
+    fn discriminator_loss(&self, step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)>;
+    /// The generator's loss on the step's generated batch, with the metrics worth logging
+    /// (`loss_g` first).
+    fn generator_loss(&self, step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)>;
 
-    /// Latents `z ~ U(-1, 1)` `[n, latent]` from `rng`.
+    /// The generator's input for `n` samples, `[n, latent_dim]` from `rng`: by default
+    /// `z ~ U(-1, 1)`; models with codes or class labels append them here.
     fn latents(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
         rng.uniform((n, self.latent_dim()), -1.0, 1.0, DType::F32, dev)
     }
@@ -53,8 +66,34 @@ pub trait Adversarial: ZooModel {
     }
 }
 
+/// One training step's losses on `n` bundled MNIST digits, then the variables each player's
+/// loss leaves without a gradient: `(discriminator.* without a gradient from L_D, generator.*
+/// without a gradient from L_G)`; both are empty for a correctly wired model. The losses'
+/// metrics must be finite.
+pub fn players_without_gradient<M: Adversarial>(model: &M, n: usize, seed: u64) -> Result<(Vec<String>, Vec<String>)> {
+    let dev = Device::Cpu;
+    let data = zoo_data::Mnist::bundled_train_subset()?;
+    let (x, y) = data.batch(&(0..n).collect::<Vec<_>>(), &dev)?;
+    let z = model.latents(n, &mut ZooRng::new(seed), &dev)?;
+    let fake = model.generator().forward_t(&z, true)?;
+    let batch = Batch { real: &x, labels: &y, latents: &z };
+    let missing = |loss: &Tensor, metrics: &Metrics, prefix: &str| -> Result<Vec<String>> {
+        if let Some((k, v)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
+            bail!("metric {k} is {v}");
+        }
+        let grads = loss.backward()?;
+        Ok(zoo_core::gradcheck::vars_without_gradient(model.varmap(), &grads)
+            .into_iter()
+            .filter(|name| name.starts_with(prefix))
+            .collect())
+    };
+    let (l_d, m_d) = model.discriminator_loss(&batch, &fake.detach())?;
+    let (l_g, m_g) = model.generator_loss(&batch, &fake)?;
+    Ok((missing(&l_d, &m_d, "discriminator.")?, missing(&l_g, &m_g, "generator.")?))
+}
+
 /// The mean of a tensor as an `f64`, for logging.
-pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
+pub fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 

@@ -7,15 +7,17 @@ use zoo_core::checkpoint::ZooModel;
 use zoo_core::nn::{Conv2d, ConvTranspose2d};
 use zoo_core::train::Metrics;
 
-use crate::adversarial::{scalar, Adversarial};
+use crate::adversarial::{scalar, Adversarial, Batch};
 use crate::config::{Architecture, Config, Energy};
 
-pub(crate) fn up2x(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<ConvTranspose2d> {
+/// A stride-2 transposed convolution (kernel 4, padding 1) that doubles the side.
+pub fn up2x(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<ConvTranspose2d> {
     let cfg = ConvTranspose2dConfig { padding: 1, stride: 2, output_padding: 0, dilation: 1 };
     Ok(zoo_core::nn::conv_transpose2d(in_c, out_c, 4, cfg, vb)?)
 }
 
-pub(crate) fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
+/// A BatchNorm layer with PyTorch's defaults (eps 1e-5, momentum 0.1).
+pub fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
     Ok(candle_nn::batch_norm(c, BatchNormConfig::default(), vb)?)
 }
 
@@ -30,7 +32,7 @@ pub fn to_signed(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Leaky ReLU with slope 0.2: the autoencoder's units must not die while D pushes the energy of
 /// generated images up (with plain ReLU the decoder can go silent and reconstruct nothing).
-pub(crate) fn leaky_relu(x: &Tensor) -> candle_core::Result<Tensor> {
+pub fn leaky_relu(x: &Tensor) -> candle_core::Result<Tensor> {
     x.maximum(&(x * 0.2)?)
 }
 
@@ -285,8 +287,8 @@ impl Adversarial for Ebgan {
         self.cfg.image_size
     }
 
-    fn discriminator_loss(&self, real: &Tensor, fake: &Tensor) -> Result<(Tensor, Metrics)> {
-        let r = self.energies(real, true)?;
+    fn discriminator_loss(&self, step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
+        let r = self.energies(step.real, true)?;
         let f = self.energies(fake, true)?;
         let loss = crate::loss::discriminator_loss(&r.energy, &f.energy, self.cfg.margin)?;
         let metrics = vec![
@@ -297,7 +299,7 @@ impl Adversarial for Ebgan {
         Ok((loss, metrics))
     }
 
-    fn generator_loss(&self, fake: &Tensor) -> Result<(Tensor, Metrics)> {
+    fn generator_loss(&self, _step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
         let e = self.energies(fake, true)?;
         let loss = crate::loss::generator_loss(&e.energy, &e.embedding, self.cfg.pt_weight)?;
         let pt = crate::loss::pulling_away_term(&e.embedding)?;

@@ -18,7 +18,7 @@ use zoo_data::{Batcher, Mnist};
 use zoo_eval::gan::GanMetrics;
 use zoo_eval::judge::Judge;
 
-use crate::adversarial::Adversarial;
+use crate::adversarial::{Adversarial, Batch};
 
 /// The optimisation recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +38,13 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self { batch_size: 64, lr_g: 2e-4, lr_d: 2e-4, beta1: 0.5, seed: 0 }
+    }
+}
+
+impl TrainConfig {
+    /// The InfoGAN authors' MNIST recipe: batch 128, Adam beta1 0.5, G at 1e-3, D (and Q) at 2e-4.
+    pub fn infogan(seed: u64) -> Self {
+        Self { batch_size: 128, lr_g: 1e-3, lr_d: 2e-4, beta1: 0.5, seed }
     }
 }
 
@@ -120,14 +127,15 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
     }
 
     fn train_step(&mut self, _step: u64) -> Result<Metrics> {
-        let (x, _) = self.data.batch(&self.batcher.next_indices(), &self.dev)?;
+        let (x, y) = self.data.batch(&self.batcher.next_indices(), &self.dev)?;
         let z = self.model.latents(x.dim(0)?, &mut self.latent_rng, &self.dev)?;
         let fake = self.model.generator().forward_t(&z, true)?;
+        let batch = Batch { real: &x, labels: &y, latents: &z };
         // Discriminator first, on the generated batch held fixed; then the generator, through the
         // updated discriminator, on the same batch (one generator forward per step).
-        let (l_d, mut metrics) = self.model.discriminator_loss(&x, &fake.detach())?;
+        let (l_d, mut metrics) = self.model.discriminator_loss(&batch, &fake.detach())?;
         self.opt_d.step(&l_d.backward()?)?;
-        let (l_g, g_metrics) = self.model.generator_loss(&fake)?;
+        let (l_g, g_metrics) = self.model.generator_loss(&batch, &fake)?;
         self.opt_g.step(&l_g.backward()?)?;
         metrics.extend(g_metrics);
         Ok(metrics)

@@ -1,0 +1,350 @@
+//! InfoGAN (Chen et al., NIPS 2016) in the MNIST setting of the paper's appendix C and the
+//! authors' code.
+//!
+//! - Latents: `z ~ U(-1, 1)` (62), one categorical code `c1 ~ Cat(10)` (one-hot) and two
+//!   continuous codes `c2, c3 ~ U(-1, 1)`: 74 generator inputs, in the order `[z, c1, c2, c3]`.
+//! - G: FC 1024, BN, ReLU -> FC 7x7x128, BN, ReLU -> convT 4x4 s2 64, BN, ReLU -> convT 4x4 s2 1,
+//!   sigmoid (the zoo's conv generator, [`zoo_ebgan::Generator`]).
+//! - D: conv 4x4 s2 64, leaky ReLU -> conv 4x4 s2 128, BN, leaky ReLU -> FC 1024, BN, leaky
+//!   ReLU -> FC 1. The Q head shares D's body: FC 128, BN, leaky ReLU -> 10 logits and 2 means
+//!   (the Gaussian's standard deviation is fixed at 1).
+//! - Losses: the non-saturating GAN loss, plus `lambda * L_I` for both players, with
+//!   `L_I = CE(Q logits, c1) + w_cont * mean_i sum_j 0.5 (c_ij - mu_ij)^2` (the negative
+//!   log-likelihood up to a constant). Q is trained with D (its variables are under
+//!   `discriminator.q`), G receives `L_I` through the generated batch.
+//!
+//! D sees pixels mapped to `[-1, 1]` ([`zoo_ebgan::model::to_signed`]), as the zoo's other
+//! discriminators do.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{BatchNorm, Linear, ModuleT, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use zoo_core::checkpoint::ZooModel;
+use zoo_core::loss::{bce_with_logits, cross_entropy};
+use zoo_core::nn::Conv2d;
+use zoo_core::train::Metrics;
+use zoo_core::ZooRng;
+use zoo_ebgan::adversarial::scalar;
+use zoo_ebgan::model::{bn, leaky_relu, to_signed};
+use zoo_ebgan::{Adversarial, Architecture, Batch, Generator};
+
+/// Sizes and loss weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfoGanConfig {
+    /// Incompressible noise `z` (62).
+    pub noise_dim: usize,
+    /// Categories of the categorical code (10).
+    pub categories: usize,
+    /// Continuous codes (2).
+    pub continuous: usize,
+    /// Width of G's first layer and of D's shared FC layer (1024).
+    pub hidden: usize,
+    /// `lambda`, the weight of `L_I` for both players (1).
+    pub info_weight: f64,
+    /// Weight of the continuous codes' term inside `L_I` (1, as in the authors' code).
+    pub continuous_weight: f64,
+    /// Side of the square greyscale images (28).
+    pub image_size: usize,
+}
+
+impl InfoGanConfig {
+    /// The paper's MNIST setting.
+    pub fn mnist() -> Self {
+        Self {
+            noise_dim: 62,
+            categories: 10,
+            continuous: 2,
+            hidden: 1024,
+            info_weight: 1.0,
+            continuous_weight: 1.0,
+            image_size: 28,
+        }
+    }
+
+    /// All generator inputs: `noise_dim + categories + continuous` (74).
+    pub fn latent_dim(&self) -> usize {
+        self.noise_dim + self.categories + self.continuous
+    }
+
+    fn generator_architecture(&self) -> Architecture {
+        Architecture::Conv { g_hidden: self.hidden, d_channels: 64, code: 0, d_batchnorm: true }
+    }
+}
+
+/// D's body with its two heads.
+pub struct InfoDiscriminator {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    fc: Linear,
+    bn_fc: BatchNorm,
+    out: Linear,
+    q_fc: Linear,
+    q_bn: BatchNorm,
+    q_out: Linear,
+}
+
+/// D's outputs on a batch.
+pub struct InfoOutputs {
+    /// Real/fake logits `[B]`.
+    pub logits: Tensor,
+    /// Q's categorical logits `[B, categories]`.
+    pub code_logits: Tensor,
+    /// Q's means of the continuous codes `[B, continuous]`.
+    pub code_means: Tensor,
+}
+
+impl InfoDiscriminator {
+    fn new(cfg: &InfoGanConfig, vb: VarBuilder) -> Result<Self> {
+        let conv = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
+        let flat = 128 * (cfg.image_size / 4).pow(2);
+        Ok(Self {
+            conv1: zoo_core::nn::conv2d(1, 64, 4, conv, vb.pp("conv1"))?,
+            conv2: zoo_core::nn::conv2d(64, 128, 4, conv, vb.pp("conv2"))?,
+            bn2: bn(128, vb.pp("bn2"))?,
+            fc: candle_nn::linear(flat, cfg.hidden, vb.pp("fc"))?,
+            bn_fc: bn(cfg.hidden, vb.pp("bn_fc"))?,
+            out: candle_nn::linear(cfg.hidden, 1, vb.pp("out"))?,
+            q_fc: candle_nn::linear(cfg.hidden, 128, vb.pp("q.fc"))?,
+            q_bn: bn(128, vb.pp("q.bn"))?,
+            q_out: candle_nn::linear(128, cfg.categories + cfg.continuous, vb.pp("q.out"))?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, categories: usize, train: bool) -> Result<InfoOutputs> {
+        let h = leaky_relu(&self.conv1.forward(&to_signed(x)?)?)?;
+        let h = leaky_relu(&self.bn2.forward_t(&self.conv2.forward(&h)?, train)?)?.flatten_from(1)?;
+        let h = leaky_relu(&self.bn_fc.forward_t(&self.fc.forward(&h)?, train)?)?;
+        let logits = self.out.forward(&h)?.squeeze(1)?;
+        let q = leaky_relu(&self.q_bn.forward_t(&self.q_fc.forward(&h)?, train)?)?;
+        let q = self.q_out.forward(&q)?;
+        let width = q.dim(1)?;
+        Ok(InfoOutputs {
+            logits,
+            code_logits: q.narrow(1, 0, categories)?,
+            code_means: q.narrow(1, categories, width - categories)?,
+        })
+    }
+}
+
+/// The codes of a batch of latents, split out of `[z, one-hot c1, c2, c3]`.
+pub struct Codes {
+    /// Category indices `[B]` (u32).
+    pub category: Tensor,
+    /// Continuous codes `[B, continuous]`.
+    pub continuous: Tensor,
+}
+
+/// An InfoGAN: generator, discriminator and Q head.
+pub struct InfoGan {
+    cfg: InfoGanConfig,
+    varmap: VarMap,
+    /// The generator (74 inputs).
+    pub generator: Generator,
+    /// The discriminator and its Q head.
+    pub discriminator: InfoDiscriminator,
+}
+
+impl ZooModel for InfoGan {
+    const FAMILY: &'static str = "infogan";
+    type Config = InfoGanConfig;
+
+    fn build(cfg: &InfoGanConfig, varmap: VarMap, vb: VarBuilder) -> Result<Self> {
+        if cfg.image_size % 4 != 0 || cfg.image_size < 8 {
+            bail!("InfoGAN's networks take square images whose side is a multiple of 4, got {}", cfg.image_size);
+        }
+        if cfg.categories < 2 {
+            bail!("the categorical code needs at least 2 categories, got {}", cfg.categories);
+        }
+        Ok(Self {
+            generator: Generator::new(
+                cfg.latent_dim(),
+                &cfg.generator_architecture(),
+                cfg.image_size,
+                vb.pp("generator"),
+            )?,
+            discriminator: InfoDiscriminator::new(cfg, vb.pp("discriminator"))?,
+            cfg: cfg.clone(),
+            varmap,
+        })
+    }
+    fn config(&self) -> &InfoGanConfig {
+        &self.cfg
+    }
+    fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl InfoGan {
+    /// Generator inputs for given noise `[n, noise_dim]`, categories (each `< categories`) and
+    /// continuous codes `[n, continuous]`; errors that say which part is wrong.
+    pub fn latents_with_codes(&self, noise: &Tensor, category: &[u32], continuous: &Tensor) -> Result<Tensor> {
+        let n = category.len();
+        let c = &self.cfg;
+        if noise.dims() != [n, c.noise_dim] {
+            bail!("noise must be [{n}, {}] for {n} categories, got {:?}", c.noise_dim, noise.dims());
+        }
+        if continuous.dims() != [n, c.continuous] {
+            bail!("continuous codes must be [{n}, {}], got {:?}", c.continuous, continuous.dims());
+        }
+        if let Some(bad) = category.iter().find(|&&k| k as usize >= c.categories) {
+            bail!("category {bad} is out of range: the code has {} categories (0..{})", c.categories, c.categories - 1);
+        }
+        let mut one_hot = vec![0f32; n * c.categories];
+        for (i, &k) in category.iter().enumerate() {
+            one_hot[i * c.categories + k as usize] = 1.0;
+        }
+        let one_hot = Tensor::from_vec(one_hot, (n, c.categories), noise.device())?.to_dtype(noise.dtype())?;
+        Ok(Tensor::cat(&[noise, &one_hot, continuous], 1)?)
+    }
+
+    /// The codes inside latents `[n, latent_dim]`.
+    pub fn codes(&self, latents: &Tensor) -> Result<Codes> {
+        let c = &self.cfg;
+        if latents.dims() != [latents.dim(0)?, c.latent_dim()] {
+            bail!("InfoGAN latents must be [n, {}], got {:?}", c.latent_dim(), latents.dims());
+        }
+        Ok(Codes {
+            category: latents.narrow(1, c.noise_dim, c.categories)?.argmax(1)?,
+            continuous: latents.narrow(1, c.noise_dim + c.categories, c.continuous)?,
+        })
+    }
+
+    /// D's logits and Q's code estimates of images `[B, 1, S, S]` in `[0, 1]`.
+    pub fn discriminate(&self, x: &Tensor, train: bool) -> Result<InfoOutputs> {
+        self.check_images(x)?;
+        self.discriminator.forward_t(x, self.cfg.categories, train)
+    }
+
+    /// Q's categorical code of images (evaluation mode): the code as an unsupervised classifier.
+    pub fn infer_category(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.discriminate(x, false)?.code_logits.argmax(1)?)
+    }
+}
+
+/// `L_I = CE(code_logits, category) + w_cont * mean_i sum_j 0.5 (c_ij - mu_ij)^2`: the negative
+/// log-likelihood of the codes under Q (up to the constant of the unit-variance Gaussian).
+pub fn info_loss(out: &InfoOutputs, codes: &Codes, continuous_weight: f64) -> Result<Tensor> {
+    let ce = cross_entropy(&out.code_logits, &codes.category)?;
+    if codes.continuous.dim(1)? == 0 {
+        return Ok(ce);
+    }
+    let gauss = ((&out.code_means - &codes.continuous)?.sqr()?.sum(D::Minus1)? * 0.5)?.mean_all()?;
+    Ok((ce + (gauss * continuous_weight)?)?)
+}
+
+impl Adversarial for InfoGan {
+    fn generator(&self) -> &Generator {
+        &self.generator
+    }
+    fn latent_dim(&self) -> usize {
+        self.cfg.latent_dim()
+    }
+    fn image_size(&self) -> usize {
+        self.cfg.image_size
+    }
+
+    /// `z ~ U(-1, 1)`, `c1` uniform over the categories, `c2, c3 ~ U(-1, 1)`.
+    fn latents(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
+        let c = &self.cfg;
+        let noise = rng.uniform((n, c.noise_dim), -1.0, 1.0, DType::F32, dev)?;
+        let category: Vec<u32> = (0..n).map(|_| rng.below(c.categories) as u32).collect();
+        let continuous = rng.uniform((n, c.continuous), -1.0, 1.0, DType::F32, dev)?;
+        self.latents_with_codes(&noise, &category, &continuous)
+    }
+
+    fn discriminator_loss(&self, step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
+        let r = self.discriminate(step.real, true)?;
+        let f = self.discriminate(fake, true)?;
+        let gan = (bce_with_logits(&r.logits, &r.logits.ones_like()?)?
+            + bce_with_logits(&f.logits, &f.logits.zeros_like()?)?)?;
+        let info = info_loss(&f, &self.codes(step.latents)?, self.cfg.continuous_weight)?;
+        let loss = (&gan + (&info * self.cfg.info_weight)?)?;
+        let metrics = vec![
+            ("loss_d".into(), scalar(&loss)?),
+            ("d_real".into(), scalar(&candle_nn::ops::sigmoid(&r.logits)?)?),
+            ("d_fake".into(), scalar(&candle_nn::ops::sigmoid(&f.logits)?)?),
+            ("info_loss".into(), scalar(&info)?),
+        ];
+        Ok((loss, metrics))
+    }
+
+    fn generator_loss(&self, step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
+        let f = self.discriminate(fake, true)?;
+        // Non-saturating GAN loss plus the information term through G.
+        let gan = bce_with_logits(&f.logits, &f.logits.ones_like()?)?;
+        let info = info_loss(&f, &self.codes(step.latents)?, self.cfg.continuous_weight)?;
+        let loss = (gan + (info * self.cfg.info_weight)?)?;
+        Ok((loss.clone(), vec![("loss_g".into(), scalar(&loss)?)]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> InfoGan {
+        let m = InfoGan::new(&InfoGanConfig::mnist(), &Device::Cpu).unwrap();
+        zoo_core::init::init_dcgan(m.varmap(), &mut ZooRng::new(0)).unwrap();
+        m
+    }
+
+    #[test]
+    fn info_loss_matches_hand_computed_values() {
+        let dev = Device::Cpu;
+        // Two samples, 3 categories, 1 continuous code.
+        let out = InfoOutputs {
+            logits: Tensor::zeros(2, DType::F32, &dev).unwrap(),
+            code_logits: Tensor::new(&[[0f32, 0., 0.], [2f32, 0., 0.]], &dev).unwrap(),
+            code_means: Tensor::new(&[[0.5f32], [-1.0]], &dev).unwrap(),
+        };
+        let codes = Codes {
+            category: Tensor::new(&[1u32, 0], &dev).unwrap(),
+            continuous: Tensor::new(&[[0.0f32], [1.0]], &dev).unwrap(),
+        };
+        let ce0 = 3f64.ln();
+        let ce1 = -(2f64.exp() / (2f64.exp() + 2.0)).ln();
+        let gauss = (0.5 * 0.25 + 0.5 * 4.0) / 2.0;
+        for w in [1.0, 0.1] {
+            let got = info_loss(&out, &codes, w).unwrap().to_scalar::<f32>().unwrap() as f64;
+            let want = (ce0 + ce1) / 2.0 + w * gauss;
+            assert!((got - want).abs() < 1e-6, "w {w}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn codes_round_trip_and_bad_codes_are_refused() {
+        let m = model();
+        let dev = Device::Cpu;
+        let noise = Tensor::zeros((3, 62), DType::F32, &dev).unwrap();
+        let cont = Tensor::new(&[[0.1f32, -0.2], [0.3, 0.4], [-0.5, 0.6]], &dev).unwrap();
+        let z = m.latents_with_codes(&noise, &[7, 0, 9], &cont).unwrap();
+        assert_eq!(z.dims(), [3, 74]);
+        let codes = m.codes(&z).unwrap();
+        assert_eq!(codes.category.to_vec1::<u32>().unwrap(), [7, 0, 9]);
+        assert_eq!(codes.continuous.to_vec2::<f32>().unwrap(), cont.to_vec2::<f32>().unwrap());
+        let e = m.latents_with_codes(&noise, &[7, 10, 9], &cont).unwrap_err().to_string();
+        assert!(e.contains("category 10") && e.contains("0..9"), "{e}");
+        let e = m.latents_with_codes(&noise, &[1, 2, 3], &cont.narrow(1, 0, 1).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("continuous codes must be [3, 2]"), "{e}");
+        let e = m.generate(&Tensor::zeros((2, 64), DType::F32, &dev).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("[n, 74]"), "{e}");
+        let sampled = m.codes(&m.latents(500, &mut ZooRng::new(3), &dev).unwrap()).unwrap();
+        let mut seen = [0usize; 10];
+        for k in sampled.category.to_vec1::<u32>().unwrap() {
+            seen[k as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 20), "categories are drawn uniformly: {seen:?}");
+    }
+
+    #[test]
+    fn gradients_reach_every_variable_of_g_d_and_q() {
+        let m = model();
+        let (d, g) = zoo_ebgan::adversarial::players_without_gradient(&m, 8, 1).unwrap();
+        assert_eq!((d, g), (Vec::<String>::new(), Vec::<String>::new()));
+        let names: Vec<String> = m.varmap().data().lock().unwrap().keys().cloned().collect();
+        assert!(names.iter().any(|n| n.starts_with("discriminator.q.")), "{names:?}");
+    }
+}
