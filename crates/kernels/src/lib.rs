@@ -10,13 +10,17 @@
 //!   transposed-convolution loop, and the weight gradient as many thin GEMMs).
 //! - [`im2col`] / [`col2im`]: the patch-matrix transforms, each the other's adjoint (and so each
 //!   the other's backward pass).
+//! - [`max_pool2d`]: max pooling whose backward is one pass (Candle's builds several full-size
+//!   temporaries to find the maxima again).
 //! - [`adam_step_in_place`]: the Adam update without temporaries (zoo-core's `Adam` uses it on the
 //!   CPU).
 
 mod adam;
 mod conv;
 mod patches;
+mod pool;
 
 pub use adam::{adam_in_place_supported, adam_step_in_place, AdamStep};
 pub use conv::{conv2d, conv_transpose2d, ConvParams};
 pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
+pub use pool::max_pool2d;

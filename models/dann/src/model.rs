@@ -5,7 +5,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use zoo_core::checkpoint::ZooModel;
-use zoo_core::nn::{grad_reverse, Conv2d};
+use zoo_core::nn::{grad_reverse, max_pool2d, Conv2d};
 
 /// The sizes of the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,8 +105,10 @@ impl DigitNet {
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
         let x = x.affine(2.0, -1.0)?;
-        let h = self.conv1.forward(&x)?.relu()?.max_pool2d(2)?;
-        let h = self.conv2.forward(&h)?.relu()?.max_pool2d(2)?;
+        // Pooling before ReLU gives the same values as after (max and ReLU commute) on a quarter of
+        // the elements; zoo-core's pooling has the correct gradient (Candle's divides it by 4).
+        let h = max_pool2d(&self.conv1.forward(&x)?, 2)?.relu()?;
+        let h = max_pool2d(&self.conv2.forward(&h)?, 2)?.relu()?;
         Ok(h.flatten_from(1)?)
     }
 

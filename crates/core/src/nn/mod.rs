@@ -18,3 +18,6 @@ pub use gradient_reversal::{grad_reverse, GradientReversal};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use sequential::{seq_t, Activation, SequentialT};
 pub use softmax::{log_softmax, softmax, softmax_last};
+/// Max pooling over `k x k` windows with a correct one-pass backward on the CPU (Candle 0.11's
+/// divides the gradient by `k * k`); see [`zoo_kernels::max_pool2d`].
+pub use zoo_kernels::max_pool2d;

@@ -1,0 +1,209 @@
+//! Max pooling over non-overlapping square windows (kernel = stride), with a one-pass backward.
+//!
+//! Candle's own backward of `max_pool2d` rebuilds the mask of maxima from several full-size
+//! temporaries (upsampling the output, comparing, average-pooling the mask, upsampling again);
+//! here the backward finds each window's maximum again and writes the window's gradient there,
+//! in one pass. Like PyTorch, a window whose maximum is tied gives its whole gradient to the first
+//! maximum in row-major order.
+//!
+//! Candle 0.11's backward is also wrong by a factor: it divides every window's gradient by the
+//! window's area, so the gradient of `max_pool2d(x, 2).sum()` is 0.25 at each maximum instead of
+//! 1 (the tests here check against finite differences, and against Candle's op times `k * k`).
+//! Networks with two 2x2 poolings then train their first convolution with a gradient 16 times too
+//! small; when the windows leave a remainder row or column, its gradients land in the wrong
+//! places as well. This op is the fix.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => bail!("{what} needs a contiguous input"),
+    }
+}
+
+/// Geometry of one pooling: input planes `h x w`, windows `k x k`, output `h/k x w/k` (floor).
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    h: usize,
+    w: usize,
+    k: usize,
+}
+
+impl Pool {
+    fn out(&self) -> (usize, usize) {
+        (self.h / self.k, self.w / self.k)
+    }
+
+    /// Offset (in the plane) of the first maximum of window `(oy, ox)`.
+    #[inline]
+    fn argmax<T: PartialOrd + Copy>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
+        let mut best = (oy * self.k) * self.w + ox * self.k;
+        for dy in 0..self.k {
+            let row = (oy * self.k + dy) * self.w + ox * self.k;
+            for i in row..row + self.k {
+                // NaN propagates as the maximum, as in PyTorch.
+                if plane[i] > plane[best] || (plane[i] != plane[i] && plane[best] == plane[best]) {
+                    best = i;
+                }
+            }
+        }
+        best
+    }
+
+    fn forward<T: PartialOrd + Copy + Send + Sync + Default>(&self, x: &[T]) -> Vec<T> {
+        let (oh, ow) = self.out();
+        let plane_in = self.h * self.w;
+        let mut out = vec![T::default(); x.len() / plane_in * oh * ow];
+        out.par_chunks_mut(oh * ow).zip(x.par_chunks(plane_in)).for_each(|(o, plane)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    o[oy * ow + ox] = plane[self.argmax(plane, oy, ox)];
+                }
+            }
+        });
+        out
+    }
+
+    fn backward<T: PartialOrd + Copy + Send + Sync + Default>(&self, x: &[T], grad: &[T]) -> Vec<T> {
+        let (oh, ow) = self.out();
+        let plane_in = self.h * self.w;
+        let mut out = vec![T::default(); x.len()];
+        out.par_chunks_mut(plane_in).zip(x.par_chunks(plane_in)).zip(grad.par_chunks(oh * ow)).for_each(
+            |((o, plane), g)| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        o[self.argmax(plane, oy, ox)] = g[oy * ow + ox];
+                    }
+                }
+            },
+        );
+        out
+    }
+}
+
+struct MaxPool {
+    b: usize,
+    c: usize,
+    pool: Pool,
+}
+
+struct MaxPoolGrad {
+    pool: Pool,
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "zoo-max-pool2d"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (oh, ow) = self.pool.out();
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(self.pool.forward(contiguous::<f32>(s, l, "max_pool2d")?)),
+            CpuStorage::F64(_) => CpuStorage::F64(self.pool.forward(contiguous::<f64>(s, l, "max_pool2d")?)),
+            _ => bail!("max_pool2d supports f32 and f64 only"),
+        };
+        Ok((out, Shape::from((self.b, self.c, oh, ow))))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolGrad { pool: self.pool })?))
+    }
+}
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "zoo-max-pool2d-grad"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
+                self.pool.backward(contiguous::<f32>(s1, l1, "max_pool2d")?, contiguous::<f32>(s2, l2, "max_pool2d")?),
+            ),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
+                self.pool.backward(contiguous::<f64>(s1, l1, "max_pool2d")?, contiguous::<f64>(s2, l2, "max_pool2d")?),
+            ),
+            _ => bail!("max_pool2d's gradient supports f32 and f64 only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Max pooling of `x` `[B, C, H, W]` over `k x k` windows with stride `k` (output
+/// `[B, C, H/k, W/k]`, remainder rows and columns dropped, as PyTorch's `max_pool2d(x, k)`).
+/// The CPU path (f32, f64) has a one-pass backward; other devices and dtypes use Candle's op.
+pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if k == 0 || k > h || k > w {
+        bail!("max_pool2d: a {k}x{k} window does not fit images of {h}x{w}");
+    }
+    if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
+        return x.max_pool2d(k);
+    }
+    x.contiguous()?.apply_op1(MaxPool { b, c, pool: Pool { h, w, k } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Distinct values in a scrambled order (no ties), so every window has one maximum.
+    fn distinct(shape: &[usize], dtype: DType) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|i| ((i * 7919) % n) as f64 / n as f64 - 0.5).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn matches_candle_forward_and_its_backward_up_to_the_window_area() {
+        for dtype in [DType::F32, DType::F64] {
+            for (shape, k) in [([2, 3, 8, 8], 2), ([1, 2, 7, 9], 2), ([2, 1, 9, 9], 3)] {
+                let x = Var::from_tensor(&distinct(&shape, dtype)).unwrap();
+                let ours = max_pool2d(x.as_tensor(), k).unwrap();
+                let theirs = x.as_tensor().max_pool2d(k).unwrap();
+                assert_eq!(values(&ours), values(&theirs), "forward {shape:?} k {k}");
+                if shape[2] % k != 0 || shape[3] % k != 0 {
+                    continue; // Candle's backward also misplaces gradients when windows leave a remainder.
+                }
+                let up = distinct(ours.dims(), dtype).affine(3.0, 0.25).unwrap();
+                let g1 = ours.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = theirs.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+                // Candle divides the gradient by the window's area (see the module documentation).
+                let (a, b) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+                let b = b.affine((k * k) as f64, 0.0).unwrap();
+                for (u, v) in values(a).iter().zip(values(&b)) {
+                    assert!((u - v).abs() <= 1e-6 * u.abs().max(1.0), "backward {shape:?} k {k}: {u} vs {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences_and_ties_go_to_the_first_maximum() {
+        // 7x6 leaves a remainder row, which must get no gradient.
+        let x = Var::from_tensor(&distinct(&[1, 2, 7, 6], DType::F64)).unwrap();
+        let loss = |t: &Tensor| max_pool2d(t, 2).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let grads = max_pool2d(x.as_tensor(), 2).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let analytic = values(grads.get(x.as_tensor()).unwrap());
+        let base = values(x.as_tensor());
+        for i in 0..base.len() {
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[i] += d;
+                Tensor::from_vec(v, (1, 2, 7, 6), &Device::Cpu).unwrap()
+            };
+            let numeric = (loss(&at(1e-6)) - loss(&at(-1e-6))) / 2e-6;
+            assert!((numeric - analytic[i]).abs() < 1e-6, "index {i}: {numeric} vs {}", analytic[i]);
+        }
+        // A window of equal values: the whole gradient goes to its first element.
+        let flat = Var::from_tensor(&Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let g = max_pool2d(flat.as_tensor(), 2).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(values(g.get(flat.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 0.0]);
+        assert!(max_pool2d(flat.as_tensor(), 3).unwrap_err().to_string().contains("does not fit"));
+    }
+}
