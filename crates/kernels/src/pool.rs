@@ -23,6 +23,12 @@ fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what
     }
 }
 
+/// NaN is the only value not comparable with itself.
+#[inline]
+fn is_nan<T: PartialOrd>(v: T) -> bool {
+    v.partial_cmp(&v).is_none()
+}
+
 /// Geometry of one pooling: input planes `h x w`, windows `k x k`, output `h/k x w/k` (floor).
 #[derive(Debug, Clone, Copy)]
 struct Pool {
@@ -44,7 +50,7 @@ impl Pool {
             let row = (oy * self.k + dy) * self.w + ox * self.k;
             for i in row..row + self.k {
                 // NaN propagates as the maximum, as in PyTorch.
-                if plane[i] > plane[best] || (plane[i] != plane[i] && plane[best] == plane[best]) {
+                if plane[i] > plane[best] || (is_nan(plane[i]) && !is_nan(plane[best])) {
                     best = i;
                 }
             }
