@@ -20,7 +20,9 @@ import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # (family shown in the table, Rust bench binary, arguments for both the binary and the twin script)
-BENCHES = [("judge", "judge", []), ("ebgan", "ebgan", ["--model", "ebgan"]), ("gan", "ebgan", ["--model", "gan"])]
+BENCHES = [("judge", "judge", []), ("ebgan", "ebgan", ["--model", "ebgan"]), ("gan", "ebgan", ["--model", "gan"]),
+           ("dann", "dann", ["--model", "dann"]), ("ddc", "dann", ["--model", "ddc"]),
+           ("source-only", "dann", ["--model", "source-only"])]
 
 
 def rust_binary(name):
