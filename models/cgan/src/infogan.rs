@@ -72,8 +72,9 @@ impl InfoGanConfig {
     }
 }
 
-/// D's body with its two heads.
-pub struct InfoDiscriminator {
+/// D's body with two heads: the real/fake logit, and an auxiliary head (InfoGAN's Q: code
+/// logits and means; AC-GAN's class logits, with no continuous part).
+pub struct AuxDiscriminator {
     conv1: Conv2d,
     conv2: Conv2d,
     bn2: BatchNorm,
@@ -83,10 +84,11 @@ pub struct InfoDiscriminator {
     q_fc: Linear,
     q_bn: BatchNorm,
     q_out: Linear,
+    categories: usize,
 }
 
 /// D's outputs on a batch.
-pub struct InfoOutputs {
+pub struct AuxOutputs {
     /// Real/fake logits `[B]`.
     pub logits: Tensor,
     /// Q's categorical logits `[B, categories]`.
@@ -95,24 +97,29 @@ pub struct InfoOutputs {
     pub code_means: Tensor,
 }
 
-impl InfoDiscriminator {
-    fn new(cfg: &InfoGanConfig, vb: VarBuilder) -> Result<Self> {
+impl AuxDiscriminator {
+    /// conv 64 -> conv 128 + BN -> FC `hidden` + BN, then the logit and the auxiliary head
+    /// (FC 128 + BN -> `categories + continuous` outputs).
+    pub fn new(hidden: usize, categories: usize, continuous: usize, image_size: usize, vb: VarBuilder) -> Result<Self> {
         let conv = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
-        let flat = 128 * (cfg.image_size / 4).pow(2);
+        let flat = 128 * (image_size / 4).pow(2);
         Ok(Self {
             conv1: zoo_core::nn::conv2d(1, 64, 4, conv, vb.pp("conv1"))?,
             conv2: zoo_core::nn::conv2d(64, 128, 4, conv, vb.pp("conv2"))?,
             bn2: bn(128, vb.pp("bn2"))?,
-            fc: candle_nn::linear(flat, cfg.hidden, vb.pp("fc"))?,
-            bn_fc: bn(cfg.hidden, vb.pp("bn_fc"))?,
-            out: candle_nn::linear(cfg.hidden, 1, vb.pp("out"))?,
-            q_fc: candle_nn::linear(cfg.hidden, 128, vb.pp("q.fc"))?,
+            fc: candle_nn::linear(flat, hidden, vb.pp("fc"))?,
+            bn_fc: bn(hidden, vb.pp("bn_fc"))?,
+            out: candle_nn::linear(hidden, 1, vb.pp("out"))?,
+            q_fc: candle_nn::linear(hidden, 128, vb.pp("q.fc"))?,
             q_bn: bn(128, vb.pp("q.bn"))?,
-            q_out: candle_nn::linear(128, cfg.categories + cfg.continuous, vb.pp("q.out"))?,
+            q_out: candle_nn::linear(128, categories + continuous, vb.pp("q.out"))?,
+            categories,
         })
     }
 
-    fn forward_t(&self, x: &Tensor, categories: usize, train: bool) -> Result<InfoOutputs> {
+    /// Both heads on images in `[0, 1]` (mapped to `[-1, 1]` inside).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<AuxOutputs> {
+        let categories = self.categories;
         let h = leaky_relu(&self.conv1.forward(&to_signed(x)?)?)?;
         let h = leaky_relu(&self.bn2.forward_t(&self.conv2.forward(&h)?, train)?)?.flatten_from(1)?;
         let h = leaky_relu(&self.bn_fc.forward_t(&self.fc.forward(&h)?, train)?)?;
@@ -120,7 +127,7 @@ impl InfoDiscriminator {
         let q = leaky_relu(&self.q_bn.forward_t(&self.q_fc.forward(&h)?, train)?)?;
         let q = self.q_out.forward(&q)?;
         let width = q.dim(1)?;
-        Ok(InfoOutputs {
+        Ok(AuxOutputs {
             logits,
             code_logits: q.narrow(1, 0, categories)?,
             code_means: q.narrow(1, categories, width - categories)?,
@@ -143,7 +150,7 @@ pub struct InfoGan {
     /// The generator (74 inputs).
     pub generator: Generator,
     /// The discriminator and its Q head.
-    pub discriminator: InfoDiscriminator,
+    pub discriminator: AuxDiscriminator,
 }
 
 impl ZooModel for InfoGan {
@@ -164,7 +171,13 @@ impl ZooModel for InfoGan {
                 cfg.image_size,
                 vb.pp("generator"),
             )?,
-            discriminator: InfoDiscriminator::new(cfg, vb.pp("discriminator"))?,
+            discriminator: AuxDiscriminator::new(
+                cfg.hidden,
+                cfg.categories,
+                cfg.continuous,
+                cfg.image_size,
+                vb.pp("discriminator"),
+            )?,
             cfg: cfg.clone(),
             varmap,
         })
@@ -213,9 +226,9 @@ impl InfoGan {
     }
 
     /// D's logits and Q's code estimates of images `[B, 1, S, S]` in `[0, 1]`.
-    pub fn discriminate(&self, x: &Tensor, train: bool) -> Result<InfoOutputs> {
+    pub fn discriminate(&self, x: &Tensor, train: bool) -> Result<AuxOutputs> {
         self.check_images(x)?;
-        self.discriminator.forward_t(x, self.cfg.categories, train)
+        self.discriminator.forward_t(x, train)
     }
 
     /// Q's categorical code of images (evaluation mode): the code as an unsupervised classifier.
@@ -226,7 +239,7 @@ impl InfoGan {
 
 /// `L_I = CE(code_logits, category) + w_cont * mean_i sum_j 0.5 (c_ij - mu_ij)^2`: the negative
 /// log-likelihood of the codes under Q (up to the constant of the unit-variance Gaussian).
-pub fn info_loss(out: &InfoOutputs, codes: &Codes, continuous_weight: f64) -> Result<Tensor> {
+pub fn info_loss(out: &AuxOutputs, codes: &Codes, continuous_weight: f64) -> Result<Tensor> {
     let ce = cross_entropy(&out.code_logits, &codes.category)?;
     if codes.continuous.dim(1)? == 0 {
         return Ok(ce);
@@ -295,7 +308,7 @@ mod tests {
     fn info_loss_matches_hand_computed_values() {
         let dev = Device::Cpu;
         // Two samples, 3 categories, 1 continuous code.
-        let out = InfoOutputs {
+        let out = AuxOutputs {
             logits: Tensor::zeros(2, DType::F32, &dev).unwrap(),
             code_logits: Tensor::new(&[[0f32, 0., 0.], [2f32, 0., 0.]], &dev).unwrap(),
             code_means: Tensor::new(&[[0.5f32], [-1.0]], &dev).unwrap(),
