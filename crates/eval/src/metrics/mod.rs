@@ -8,6 +8,7 @@
 //!   histogram from uniform;
 //! - [`min_cost_assignment`] (Hungarian method) and [`matched_accuracy`]: a categorical code as a
 //!   classifier after the best one-to-one matching of code values to labels;
+//! - [`NdbBins`]: NDB and JSD (k-means bins of training samples, two-proportion z-tests);
 //! - [`Pca`]: principal directions of a feature set, for 2-D pictures of embeddings.
 //!
 //! Features are plain `f64` matrices ([`Features`]), so the metrics work with any feature extractor.
@@ -16,6 +17,7 @@ mod assignment;
 mod frechet;
 mod kid;
 mod linalg;
+mod ndb;
 mod pca;
 mod scores;
 
@@ -23,6 +25,7 @@ pub use assignment::{matched_accuracy, min_cost_assignment};
 pub use frechet::{frechet_distance, GaussianStats};
 pub use kid::kernel_inception_distance;
 pub use linalg::symmetric_eigen;
+pub use ndb::{jensen_shannon, NdbBins, NdbScore};
 pub use pca::Pca;
 pub use scores::{inception_score, mode_coverage, ModeCoverage};
 
