@@ -1,8 +1,11 @@
 //! # zoo-eval
 //!
 //! Evaluation for candle-zoo: the MNIST [`judge`] classifier that scores generated digits and
-//! adapted features, and [`picture`]s (image grids, loss curves, confusion matrices).
+//! adapted features, the [`gan`] and [`conditional`] reports on generated samples built on it,
+//! [`metrics`], and [`picture`]s (image grids, curves, confusion matrices, histograms, scatter
+//! plots).
 
+pub mod conditional;
 pub mod gan;
 pub mod judge;
 pub mod metrics;
