@@ -35,6 +35,9 @@ pub fn run(out: &Path) -> Result<()> {
     if let Some(s) = adaptation_section(out, &dev).context("domain adaptation section")? {
         sections.push(s);
     }
+    if let Some(s) = conditional_gan_section(out, &dev).context("InfoGAN / AC-GAN section")? {
+        sections.push(s);
+    }
     write_index(out, &sections)
 }
 
@@ -257,6 +260,59 @@ pub fn adaptation_section(out: &Path, dev: &Device) -> Result<Option<Section>> {
              <table><tr><th>method</th><th>checkpoint</th><th>MNIST-M accuracy</th><th>MNIST accuracy</th></tr>\
              {rows}</table>"
         ),
+        pictures,
+    }))
+}
+
+/// InfoGAN's code traversal and AC-GAN's class grids (with and without MSGAN), for the
+/// checkpoints in the manifest. `None` when there are none.
+pub fn conditional_gan_section(out: &Path, dev: &Device) -> Result<Option<Section>> {
+    use zoo_ebgan::Adversarial;
+    let manifest = zoo_core::manifest::Manifest::workspace()?;
+    let mut pictures = Vec::new();
+    if manifest.get("infogan-mnist").is_ok() {
+        let model = zoo_cgan::InfoGan::from_pretrained("infogan-mnist", dev)?;
+        let cfg = model.config().clone();
+        let (rows, k) = (6, cfg.categories);
+        let mut rng = zoo_core::ZooRng::new(0);
+        let noise = rng.uniform((rows, cfg.noise_dim), -1.0, 1.0, DType::F32, dev)?;
+        let noise = noise.unsqueeze(1)?.repeat((1, k, 1))?.reshape((rows * k, cfg.noise_dim))?;
+        let category: Vec<u32> = (0..rows * k).map(|i| (i % k) as u32).collect();
+        let zero = Tensor::zeros((rows * k, cfg.continuous), DType::F32, dev)?;
+        let x = model.generate(&model.latents_with_codes(&noise, &category, &zero)?)?;
+        picture::save_image_grid(&x, k, 2, 2, &out.join("infogan-mnist-c1.png"))?;
+        pictures.push((
+            "infogan-mnist-c1.png".to_string(),
+            "<code>infogan-mnist</code>: each row one noise vector, each column one value of the categorical code \
+             (learnt without labels)."
+                .to_string(),
+        ));
+    }
+    for id in ["acgan-mnist", "acgan-msgan-mnist"] {
+        if manifest.get(id).is_err() {
+            continue;
+        }
+        let model = zoo_cgan::AcGan::from_pretrained(id, dev)?;
+        let per_class = 10;
+        let noise =
+            zoo_core::ZooRng::new(0).uniform((per_class, model.config().noise_dim), -1.0, 1.0, DType::F32, dev)?;
+        let mut rows = Vec::new();
+        for c in 0..model.config().classes as u32 {
+            rows.push(model.generate(&model.latents_for(&noise, &vec![c; per_class])?)?);
+        }
+        let file = format!("{id}-classes.png");
+        picture::save_image_grid(&Tensor::cat(&rows, 0)?, per_class, 2, 2, &out.join(&file))?;
+        pictures
+            .push((file, format!("<code>{id}</code>: one row per class, the same ten noise vectors in every row.")));
+    }
+    if pictures.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Section {
+        title: "InfoGAN and AC-GAN".into(),
+        text: "Generators with more than noise at their input: InfoGAN's categorical code, learnt without labels, \
+               and AC-GAN's class label (with the MSGAN mode-seeking regulariser in <code>acgan-msgan-mnist</code>)."
+            .into(),
         pictures,
     }))
 }
