@@ -65,6 +65,9 @@ struct TrainArgs {
     /// Units of the adaptation (bottleneck) layer.
     #[arg(long, default_value_t = 64)]
     adaptation_units: usize,
+    /// A linear adaptation layer (no ReLU after it).
+    #[arg(long)]
+    linear_adaptation: bool,
     /// Run directory: checkpoints, metrics.jsonl, curves.png and the final ddc.safetensors.
     #[arg(long, default_value = "run/ddc")]
     run_dir: PathBuf,
@@ -77,7 +80,11 @@ fn train(a: TrainArgs) -> Result<()> {
     let dev = zoo_core::device(&a.data.device)?;
     let base = DdcConfig::mnist();
     let cfg = DdcConfig {
-        net: zoo_dann::DannConfig { adaptation_layer: Some(a.adaptation_units), ..base.net },
+        net: zoo_dann::DannConfig {
+            adaptation_layer: Some(a.adaptation_units),
+            adaptation_relu: !a.linear_adaptation,
+            ..base.net
+        },
         kernel: match a.kernel {
             KernelArg::Linear => MmdKernel::Linear,
             KernelArg::MultiRbf => MmdKernel::MultiRbf { kernels: 5, multiplier: 2.0 },

@@ -26,6 +26,14 @@ pub struct DannConfig {
     /// layers and its output, as DDC inserts one; `None` (the DANN network) has none.
     #[serde(default)]
     pub adaptation_layer: Option<usize>,
+    /// Whether the adaptation layer is followed by a ReLU like the hidden layers (default) or is
+    /// linear.
+    #[serde(default = "relu_by_default")]
+    pub adaptation_relu: bool,
+}
+
+fn relu_by_default() -> bool {
+    true
 }
 
 impl DannConfig {
@@ -39,6 +47,7 @@ impl DannConfig {
             domain_hidden: 100,
             classes: 10,
             adaptation_layer: None,
+            adaptation_relu: true,
         }
     }
 
@@ -113,11 +122,16 @@ impl DigitNet {
     }
 
     /// The label predictor's last hidden representation (after its ReLU) of features: the
-    /// adaptation layer's output when there is one (where DDC measures MMD), else `fc2`'s.
+    /// adaptation layer's output when there is one (where DDC measures MMD; without a ReLU when
+    /// `adaptation_relu` is off), else `fc2`'s.
     pub fn embed(&self, f: &Tensor) -> Result<Tensor> {
         let mut h = f.clone();
-        for layer in &self.hidden {
-            h = layer.forward(&h)?.relu()?;
+        let last = self.hidden.len() - 1;
+        for (i, layer) in self.hidden.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if i < last || self.cfg.adaptation_layer.is_none() || self.cfg.adaptation_relu {
+                h = h.relu()?;
+            }
         }
         Ok(h)
     }

@@ -183,6 +183,18 @@ mod tests {
     }
 
     #[test]
+    fn the_adaptation_layer_is_rectified_unless_asked_to_be_linear() {
+        let (s, _) = domains(16);
+        let (x, _) = batch(&s, 16);
+        for relu in [true, false] {
+            let net = DannConfig { adaptation_relu: relu, ..DdcConfig::mnist().net };
+            let m = model(&DdcConfig { net, ..DdcConfig::mnist() });
+            let min = m.adaptation_features(&x).unwrap().min_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(min >= 0.0, relu, "relu {relu}: min {min}");
+        }
+    }
+
+    #[test]
     fn save_load_is_bit_exact_and_other_families_are_refused() {
         let m = model(&DdcConfig::mnist());
         let (s, t) = domains(4);
