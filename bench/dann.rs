@@ -49,6 +49,7 @@ fn time<M: Adaptation>(
 }
 
 fn main() -> Result<()> {
+    candle_zoo::keep_freed_memory();
     let iters = arg_usize("--iters", 20);
     let warmup = arg_usize("--warmup", 3);
     let model = arg("--model").unwrap_or_else(|| "dann".into());

@@ -37,6 +37,7 @@ fn randn(rng: &mut ZooRng, shape: &[usize]) -> Result<Tensor> {
 }
 
 fn main() -> Result<()> {
+    candle_zoo::keep_freed_memory();
     let mut rng = ZooRng::new(0);
     let iters = 10;
     // conv2d 64->128, batch 64, 14x14, k3 p1: forward + backward.

@@ -1,5 +1,5 @@
-//! Deep domain confusion from MNIST to MNIST-M: train (an adaptation layer with MMD), evaluate,
-//! classify an image.
+//! Deep domain confusion from MNIST to MNIST-M: train (MMD between the domains' features),
+//! evaluate, classify an image.
 //!
 //! ```text
 //! cargo run --release --example ddc -- train --data-dir .cache/mnist --run-dir run/ddc
@@ -18,7 +18,7 @@ use candle_zoo::cli_args::DataArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zoo_dann::Method;
 use zoo_data::Split;
-use zoo_ddc::{Ddc, DdcConfig, MmdKernel};
+use zoo_ddc::{Ddc, DdcConfig, MmdKernel, MmdLayer};
 
 /// A memory allocator that keeps freed pages for reuse between training steps.
 #[global_allocator]
@@ -50,18 +50,45 @@ enum KernelArg {
     MultiRbf,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LayerArg {
+    /// The adaptation (bottleneck) layer before the output layer (the paper).
+    Adaptation,
+    /// The flattened convolutional features (768 values), where DANN's domain classifier looks.
+    Features,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PresetArg {
+    /// Multi-kernel Gaussian MMD on the convolutional features, weight ramped from 0 to 1 (the
+    /// zoo's setting, the published checkpoint).
+    Mnist,
+    /// The paper's: linear MMD on the adaptation layer, constant weight 0.25.
+    Paper,
+}
+
 #[derive(Args)]
 struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
     run: RunArgs,
-    /// Weight lambda of MMD^2 in the loss.
-    #[arg(long, default_value_t = 0.25)]
-    mmd_weight: f64,
-    /// The MMD estimator.
-    #[arg(long, value_enum, default_value = "linear")]
-    kernel: KernelArg,
+    /// The setting to start from; the options below override parts of it.
+    #[arg(long, value_enum, default_value = "mnist")]
+    preset: PresetArg,
+    /// Weight lambda of MMD^2 in the loss (mnist: 1, paper: 0.25).
+    #[arg(long)]
+    mmd_weight: Option<f64>,
+    /// The MMD estimator (mnist: multi-rbf, paper: linear).
+    #[arg(long, value_enum)]
+    kernel: Option<KernelArg>,
+    /// Where the MMD is measured (mnist: features, paper: adaptation).
+    #[arg(long, value_enum)]
+    mmd_layer: Option<LayerArg>,
+    /// Ramp the MMD weight up from 0 like DANN's reversal coefficient, 2 / (1 + exp(-10 p)) - 1
+    /// (mnist: true, paper: false).
+    #[arg(long)]
+    mmd_ramp: Option<bool>,
     /// Units of the adaptation (bottleneck) layer.
     #[arg(long, default_value_t = 64)]
     adaptation_units: usize,
@@ -78,7 +105,10 @@ fn train(a: TrainArgs) -> Result<()> {
         bail!("--adaptation-units must be at least 1");
     }
     let dev = zoo_core::device(&a.data.device)?;
-    let base = DdcConfig::mnist();
+    let base = match a.preset {
+        PresetArg::Mnist => DdcConfig::mnist(),
+        PresetArg::Paper => DdcConfig::paper(),
+    };
     let cfg = DdcConfig {
         net: zoo_dann::DannConfig {
             adaptation_layer: Some(a.adaptation_units),
@@ -86,10 +116,17 @@ fn train(a: TrainArgs) -> Result<()> {
             ..base.net
         },
         kernel: match a.kernel {
-            KernelArg::Linear => MmdKernel::Linear,
-            KernelArg::MultiRbf => MmdKernel::MultiRbf { kernels: 5, multiplier: 2.0 },
+            None => base.kernel,
+            Some(KernelArg::Linear) => MmdKernel::Linear,
+            Some(KernelArg::MultiRbf) => MmdKernel::MultiRbf { kernels: 5, multiplier: 2.0 },
         },
-        mmd_weight: a.mmd_weight,
+        mmd_weight: a.mmd_weight.unwrap_or(base.mmd_weight),
+        mmd_layer: match a.mmd_layer {
+            None => base.mmd_layer,
+            Some(LayerArg::Adaptation) => MmdLayer::Adaptation,
+            Some(LayerArg::Features) => MmdLayer::Features,
+        },
+        mmd_ramp: a.mmd_ramp.unwrap_or(base.mmd_ramp),
     };
     let data = adaptation::domains(&a.data, Split::Train)?;
     adaptation::train_run::<Ddc>(&cfg, Method::Adapt, data, &a.run, &a.run_dir, "ddc.safetensors", &dev)?;
@@ -105,6 +142,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    candle_zoo::keep_freed_memory();
     let cli = Cli::parse();
     candle_zoo::exit_with(match cli.command {
         Command::Train(a) => train(a),

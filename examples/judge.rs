@@ -170,6 +170,7 @@ fn predict(a: PredictArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    candle_zoo::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => train(a),

@@ -118,16 +118,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn rand(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
-        // A small deterministic generator (LCG), so the test has no dependencies.
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+        crate::util::test_tensor(shape, seed, 1.0).to_dtype(dtype).unwrap()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {

@@ -12,15 +12,24 @@
 //!   the other's backward pass).
 //! - [`max_pool2d`]: max pooling whose backward is one pass (Candle's builds several full-size
 //!   temporaries to find the maxima again).
+//! - [`batch_norm_train`]: batch normalisation with the batch's statistics, one fused op forward
+//!   and one backward (Candle composes about ten full-size temporaries, each differentiated).
+//! - [`relu`] and [`leaky_relu`]: one op each, with a one-pass backward (Candle builds masks
+//!   and converts them, in several full-size temporaries).
 //! - [`adam_step_in_place`]: the Adam update without temporaries (zoo-core's `Adam` uses it on the
 //!   CPU).
 
+mod activation;
 mod adam;
 mod conv;
+mod norm;
 mod patches;
 mod pool;
+mod util;
 
+pub use activation::{leaky_relu, relu};
 pub use adam::{adam_in_place_supported, adam_step_in_place, AdamStep};
 pub use conv::{conv2d, conv_transpose2d, ConvParams};
+pub use norm::batch_norm_train;
 pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
 pub use pool::max_pool2d;

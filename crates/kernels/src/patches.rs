@@ -6,6 +6,8 @@
 
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::util::contiguous;
 use std::mem::MaybeUninit;
 
 /// The geometry shared by a convolution's input and its patch matrix.
@@ -146,13 +148,6 @@ fn col2im_slice<T: Copy + Default + Send + Sync + std::ops::AddAssign>(
         }
     });
     out
-}
-
-fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => bail!("{what} needs a contiguous input"),
-    }
 }
 
 /// `extra`: append a constant column (1 for a bias folded into the GEMM, 0 for a gradient).

@@ -18,10 +18,11 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{BatchNorm, Linear, ModuleT, VarBuilder, VarMap};
+use candle_nn::{Linear, ModuleT, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use zoo_core::checkpoint::ZooModel;
 use zoo_core::loss::{bce_with_logits, cross_entropy};
+use zoo_core::nn::BatchNorm;
 use zoo_core::nn::Conv2d;
 use zoo_core::train::Metrics;
 use zoo_core::ZooRng;

@@ -116,8 +116,8 @@ impl DigitNet {
         let x = x.affine(2.0, -1.0)?;
         // Pooling before ReLU gives the same values as after (max and ReLU commute) on a quarter of
         // the elements; zoo-core's pooling has the correct gradient (Candle's divides it by 4).
-        let h = max_pool2d(&self.conv1.forward(&x)?, 2)?.relu()?;
-        let h = max_pool2d(&self.conv2.forward(&h)?, 2)?.relu()?;
+        let h = zoo_core::nn::relu(&max_pool2d(&self.conv1.forward(&x)?, 2)?)?;
+        let h = zoo_core::nn::relu(&max_pool2d(&self.conv2.forward(&h)?, 2)?)?;
         Ok(h.flatten_from(1)?)
     }
 
@@ -130,7 +130,7 @@ impl DigitNet {
         for (i, layer) in self.hidden.iter().enumerate() {
             h = layer.forward(&h)?;
             if i < last || self.cfg.adaptation_layer.is_none() || self.cfg.adaptation_relu {
-                h = h.relu()?;
+                h = zoo_core::nn::relu(&h)?;
             }
         }
         Ok(h)
@@ -200,7 +200,7 @@ impl Dann {
     /// with coefficient `lambda`: the forward pass is unchanged, the gradient reaching `features`
     /// is multiplied by `-lambda`.
     pub fn domain_logits(&self, features: &Tensor, lambda: f64) -> Result<Tensor> {
-        let h = self.domain[0].forward(&grad_reverse(features, lambda)?)?.relu()?;
+        let h = zoo_core::nn::relu(&self.domain[0].forward(&grad_reverse(features, lambda)?)?)?;
         Ok(self.domain[1].forward(&h)?.squeeze(1)?)
     }
 

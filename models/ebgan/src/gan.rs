@@ -5,10 +5,11 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Linear, VarBuilder, VarMap};
+use candle_nn::{Linear, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use zoo_core::checkpoint::ZooModel;
 use zoo_core::loss::bce_with_logits;
+use zoo_core::nn::BatchNorm;
 use zoo_core::nn::Conv2d;
 use zoo_core::train::Metrics;
 

@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Module, ModuleT, Tensor, D};
-use candle_nn::{BatchNorm, BatchNormConfig, ConvTranspose2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{BatchNormConfig, ConvTranspose2dConfig, Linear, VarBuilder, VarMap};
 use zoo_core::checkpoint::ZooModel;
+use zoo_core::nn::BatchNorm;
 use zoo_core::nn::{Conv2d, ConvTranspose2d};
 use zoo_core::train::Metrics;
 
@@ -18,7 +19,7 @@ pub fn up2x(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<ConvTranspose2d
 
 /// A BatchNorm layer with PyTorch's defaults (eps 1e-5, momentum 0.1).
 pub fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    Ok(candle_nn::batch_norm(c, BatchNormConfig::default(), vb)?)
+    Ok(zoo_core::nn::batch_norm(c, BatchNormConfig::default(), vb)?)
 }
 
 /// Maps pixels from `[0, 1]` to `[-1, 1]`, where the discriminators work. At initialisation the
@@ -33,7 +34,7 @@ pub fn to_signed(x: &Tensor) -> candle_core::Result<Tensor> {
 /// Leaky ReLU with slope 0.2: the autoencoder's units must not die while D pushes the energy of
 /// generated images up (with plain ReLU the decoder can go silent and reconstruct nothing).
 pub fn leaky_relu(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.maximum(&(x * 0.2)?)
+    zoo_core::nn::leaky_relu(x, 0.2)
 }
 
 /// Linear layers `widths[0] -> widths[1] -> ...` named `{prefix}{first}`, `{prefix}{first + 1}`, ...
@@ -51,7 +52,7 @@ pub(crate) fn mlp_forward(layers: &[Linear], x: &Tensor) -> Result<Tensor> {
     for (i, layer) in layers.iter().enumerate() {
         h = layer.forward(&h)?;
         if i + 1 < layers.len() {
-            h = h.relu()?;
+            h = zoo_core::nn::relu(&h)?;
         }
     }
     Ok(h)
@@ -122,10 +123,10 @@ impl Generator {
         let b = z.dim(0)?;
         Ok(match self {
             Generator::Conv { fc1, bn1, fc2, bn2, up1, bn3, up2, side } => {
-                let h = bn1.forward_t(&fc1.forward(z)?, train)?.relu()?;
-                let h = bn2.forward_t(&fc2.forward(&h)?, train)?.relu()?;
+                let h = zoo_core::nn::relu(&bn1.forward_t(&fc1.forward(z)?, train)?)?;
+                let h = zoo_core::nn::relu(&bn2.forward_t(&fc2.forward(&h)?, train)?)?;
                 let h = h.reshape((b, 128, *side, *side))?;
-                let h = bn3.forward_t(&up1.forward(&h)?, train)?.relu()?;
+                let h = zoo_core::nn::relu(&bn3.forward_t(&up1.forward(&h)?, train)?)?;
                 candle_nn::ops::sigmoid(&up2.forward(&h)?)?
             }
             Generator::FullyConnected { layers, side } => {

@@ -4,6 +4,7 @@
 //! test in f64 (see `crate::gradcheck`).
 
 mod attention;
+mod batch_norm;
 mod conv;
 mod dropout;
 mod gradient_reversal;
@@ -12,6 +13,7 @@ mod sequential;
 mod softmax;
 
 pub use attention::{causal_mask, MultiHeadAttention};
+pub use batch_norm::{batch_norm, BatchNorm};
 pub use conv::{conv2d, conv2d_no_bias, conv_transpose2d, conv_transpose2d_no_bias, Conv2d, ConvTranspose2d};
 pub use dropout::{dropout, Dropout, SharedRng};
 pub use gradient_reversal::{grad_reverse, GradientReversal};
@@ -21,3 +23,6 @@ pub use softmax::{log_softmax, softmax, softmax_last};
 /// Max pooling over `k x k` windows with a correct one-pass backward on the CPU (Candle 0.11's
 /// divides the gradient by `k * k`); see [`zoo_kernels::max_pool2d`].
 pub use zoo_kernels::max_pool2d;
+/// ReLU and leaky ReLU as single ops with a one-pass backward on the CPU (gradient 0, resp.
+/// `slope`, at exactly 0, as in PyTorch); see [`zoo_kernels::relu`].
+pub use zoo_kernels::{leaky_relu, relu};

@@ -1,0 +1,26 @@
+//! Helpers the kernels share.
+
+use candle_core::{bail, CpuStorage, Layout, Result};
+
+/// The elements of a contiguous CPU tensor (an error naming `what` otherwise).
+pub(crate) fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => bail!("{what} needs a contiguous input"),
+    }
+}
+
+/// A deterministic f64 tensor, uniform in `[-scale, scale]` (an LCG, so that the tests need no
+/// random-number crate).
+#[cfg(test)]
+pub(crate) fn test_tensor(shape: &[usize], seed: u64, scale: f64) -> candle_core::Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0) * scale
+        })
+        .collect();
+    candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
+}
