@@ -161,10 +161,10 @@ impl Adaptation for Ddc {
     /// `lambda * MMD^2` on the configured layer; the source logits come from the same forward.
     fn adaptation_terms(&self, source: &Tensor, target: &Tensor, p: f64) -> Result<AdaptationTerms> {
         let (fs, ft) = (self.net.features(source)?, self.net.features(target)?);
-        let (es, et) = (self.net.embed(&fs)?, self.net.embed(&ft)?);
+        let es = self.net.embed(&fs)?;
         let source_logits = self.net.classify_embedding(&es)?;
         let mmd2 = match self.cfg.mmd_layer {
-            MmdLayer::Adaptation => self.cfg.kernel.mmd2(&es, &et)?,
+            MmdLayer::Adaptation => self.cfg.kernel.mmd2(&es, &self.net.embed(&ft)?)?,
             MmdLayer::Features => self.cfg.kernel.mmd2(&fs, &ft)?,
         };
         let metrics = vec![("mmd2".into(), mmd2.to_scalar::<f32>()? as f64)];

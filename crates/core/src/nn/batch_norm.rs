@@ -16,6 +16,8 @@ pub struct BatchNorm {
     running_mean: Var,
     running_var: Var,
     momentum: f64,
+    /// Whether the fused kernel applies (affine, mean removed); Candle's layer otherwise.
+    fused: bool,
 }
 
 /// A batch-normalisation layer over `c` channels under `vb` (`weight`, `bias`, `running_mean`,
@@ -27,7 +29,7 @@ pub fn batch_norm<C: Into<BatchNormConfig>>(c: usize, config: C, vb: VarBuilder)
     let running_mean = Var::from_tensor(inner.running_mean())?;
     let running_var = Var::from_tensor(inner.running_var())?;
     let fused = config.affine && config.remove_mean;
-    Ok(BatchNorm { inner, running_mean, running_var, momentum: if fused { config.momentum } else { f64::NAN } })
+    Ok(BatchNorm { inner, running_mean, running_var, momentum: config.momentum, fused })
 }
 
 impl BatchNorm {
@@ -46,10 +48,8 @@ impl BatchNorm {
 
     fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
         let Some((w, b)) = self.inner.weight_and_bias() else { return self.inner.forward_t(x, true) };
-        let fast = !self.momentum.is_nan()
-            && x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
-            && w.dtype() == x.dtype();
+        let fast =
+            self.fused && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && w.dtype() == x.dtype();
         if !fast || x.rank() < 2 {
             return self.inner.forward_t(x, true);
         }
