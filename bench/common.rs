@@ -31,3 +31,24 @@ pub fn arg_usize(name: &str, default: usize) -> usize {
 pub fn threads() -> usize {
     std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0)
 }
+
+/// Median wall time in milliseconds of `f(i)` over `iters` calls, after `warmup` untimed ones.
+pub fn timed_ms(warmup: usize, iters: usize, mut f: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..warmup + iters {
+        let t = std::time::Instant::now();
+        f(i)?;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(median(times))
+}
+
+/// Prints the one JSON line bench/run.py reads.
+pub fn report(model: &str, train_ms: f64, infer_ms: f64) {
+    println!(
+        "{}",
+        serde_json::json!({"model": model, "threads": threads(), "train_ms": train_ms, "infer_ms": infer_ms, "peak_rss_mb": peak_rss_mb()})
+    );
+}

@@ -6,10 +6,8 @@
 //! `cargo bench --bench dann -- --model dann|ddc|source-only [--iters N] [--warmup N]` prints one
 //! JSON line like the other benches. The PyTorch twin is bench/torch/dann.py.
 
-use std::time::Instant;
-
 mod common;
-use common::{arg, arg_usize, median, peak_rss_mb, threads};
+use common::{arg, arg_usize, report, timed_ms};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,24 +26,13 @@ fn time<M: Adaptation>(
     warmup: usize,
 ) -> Result<(f64, f64)> {
     let dev = Device::Cpu;
-    let mut train = Vec::new();
-    for i in 0..warmup + iters {
-        let t = Instant::now();
-        trainer.train_step(i as u64)?;
-        if i >= warmup {
-            train.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
+    let train = timed_ms(warmup, iters, |i| trainer.train_step(i as u64).map(drop))?;
     let (x, _) = target.batch(&(0..500).collect::<Vec<_>>(), &dev)?;
-    let mut infer = Vec::new();
-    for i in 0..warmup + iters {
-        let t = Instant::now();
+    let infer = timed_ms(warmup, iters, |_| {
         trainer.model.classifier().forward(&x)?.argmax(1)?.to_vec1::<u32>()?;
-        if i >= warmup {
-            infer.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    Ok((median(train), median(infer)))
+        Ok(())
+    })?;
+    Ok((train, infer))
 }
 
 fn main() -> Result<()> {
@@ -79,9 +66,6 @@ fn main() -> Result<()> {
         )?,
         other => anyhow::bail!("--model must be dann, ddc or source-only, got '{other}'"),
     };
-    println!(
-        "{}",
-        serde_json::json!({"model": model, "threads": threads(), "train_ms": train, "infer_ms": infer, "peak_rss_mb": peak_rss_mb()})
-    );
+    report(&model, train, infer);
     Ok(())
 }

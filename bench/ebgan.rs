@@ -1,22 +1,24 @@
-//! Speed of EBGAN and of its GAN baseline (the conv MNIST presets): one training step as the
-//! trainer runs it (batch 64: generator forward, discriminator loss, backward and Adam update,
-//! generator loss through the updated discriminator, backward and Adam update), and inference
-//! (256 samples in evaluation mode), on real MNIST digits from data/mnist.
+//! Speed of the zoo's GANs on MNIST: EBGAN and its GAN baseline (the conv presets, batch 64, Adam
+//! 2e-4), InfoGAN in the paper's setting (batch 128, G 1e-3, D 2e-4) and AC-GAN without and with
+//! the MSGAN regulariser (batch 64, 2e-4). One training step as the trainer runs it (generator
+//! forward, discriminator loss, backward and Adam update, generator loss through the updated
+//! discriminator, backward and Adam update), and inference (256 samples in evaluation mode), on
+//! real MNIST digits from data/mnist.
 //!
-//! `cargo bench --bench ebgan -- --model ebgan|gan [--iters N] [--warmup N]` prints one JSON line:
+//! `cargo bench --bench ebgan -- --model ebgan|gan|infogan|acgan|msgan [--iters N] [--warmup N]`
+//! prints one JSON line:
 //! `{"model": .., "threads": T, "train_ms": median, "infer_ms": median, "peak_rss_mb": ..}`.
-//! The PyTorch twin is bench/torch/ebgan.py.
-
-use std::time::Instant;
+//! The PyTorch twins are bench/torch/ebgan.py (EBGAN, GAN) and bench/torch/cgan.py (the others).
 
 mod common;
-use common::{arg, arg_usize, median, peak_rss_mb, threads};
+use common::{arg, arg_usize, report, timed_ms};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Result;
 use candle_core::Device;
+use zoo_cgan::{AcGan, AcGanConfig, InfoGan, InfoGanConfig};
 use zoo_core::train::TrainTask;
 use zoo_core::ZooRng;
 use zoo_data::Mnist;
@@ -24,24 +26,13 @@ use zoo_ebgan::{Adversarial, Config, Ebgan, Gan, GanConfig, TrainConfig, Trainer
 
 fn time<M: Adversarial>(mut trainer: Trainer<M>, iters: usize, warmup: usize) -> Result<(f64, f64)> {
     let dev = Device::Cpu;
-    let mut train = Vec::new();
-    for i in 0..warmup + iters {
-        let t = Instant::now();
-        trainer.train_step(i as u64)?;
-        if i >= warmup {
-            train.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    let mut infer = Vec::new();
+    let train = timed_ms(warmup, iters, |i| trainer.train_step(i as u64).map(drop))?;
     let mut rng = ZooRng::new(1);
-    for i in 0..warmup + iters {
-        let t = Instant::now();
+    let infer = timed_ms(warmup, iters, |_| {
         trainer.model.sample(256, &mut rng, &dev)?.flatten_all()?.to_vec1::<f32>()?;
-        if i >= warmup {
-            infer.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    Ok((median(train), median(infer)))
+        Ok(())
+    })?;
+    Ok((train, infer))
 }
 
 fn main() -> Result<()> {
@@ -55,12 +46,13 @@ fn main() -> Result<()> {
     let (train, infer) = match model.as_str() {
         "ebgan" => time(Trainer::<Ebgan>::new(&Config::mnist_conv(), recipe, data, &dev)?, iters, warmup)?,
         "gan" => time(Trainer::<Gan>::new(&GanConfig::mnist_conv(), recipe, data, &dev)?, iters, warmup)?,
-        other => anyhow::bail!("--model must be ebgan or gan, got '{other}'"),
+        "infogan" => {
+            time(Trainer::<InfoGan>::new(&InfoGanConfig::mnist(), TrainConfig::infogan(0), data, &dev)?, iters, warmup)?
+        }
+        "acgan" => time(Trainer::<AcGan>::new(&AcGanConfig::mnist(), recipe, data, &dev)?, iters, warmup)?,
+        "msgan" => time(Trainer::<AcGan>::new(&AcGanConfig::mnist_msgan(), recipe, data, &dev)?, iters, warmup)?,
+        other => anyhow::bail!("--model must be ebgan, gan, infogan, acgan or msgan, got '{other}'"),
     };
-    let threads = threads();
-    println!(
-        "{}",
-        serde_json::json!({"model": model, "threads": threads, "train_ms": train, "infer_ms": infer, "peak_rss_mb": peak_rss_mb()})
-    );
+    report(&model, train, infer);
     Ok(())
 }

@@ -6,10 +6,8 @@
 //! Threads come from RAYON_NUM_THREADS (set by bench/run.py). The PyTorch twin is
 //! bench/torch/judge.py.
 
-use std::time::Instant;
-
 mod common;
-use common::{arg_usize, median, peak_rss_mb, threads};
+use common::{arg_usize, report, timed_ms};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,28 +33,16 @@ fn main() -> Result<()> {
     let (xt, yt) = data.batch(&(0..64).collect::<Vec<_>>(), &dev)?;
     let (xi, _) = data.batch(&(0..256).collect::<Vec<_>>(), &dev)?;
 
-    let mut train = Vec::new();
-    for i in 0..warmup + iters {
-        let t = Instant::now();
+    let train = timed_ms(warmup, iters, |_| {
         let loss = cross_entropy(&judge.forward_train(&xt, &mut rng)?, &yt)?;
         opt.step(&loss.backward()?)?;
         loss.to_scalar::<f32>()?;
-        if i >= warmup {
-            train.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    let mut infer = Vec::new();
-    for i in 0..warmup + iters {
-        let t = Instant::now();
+        Ok(())
+    })?;
+    let infer = timed_ms(warmup, iters, |_| {
         judge.forward(&xi)?.to_vec2::<f32>()?;
-        if i >= warmup {
-            infer.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    let threads = threads();
-    println!(
-        "{}",
-        serde_json::json!({"model": "judge", "threads": threads, "train_ms": median(train), "infer_ms": median(infer), "peak_rss_mb": peak_rss_mb()})
-    );
+        Ok(())
+    })?;
+    report("judge", train, infer);
     Ok(())
 }

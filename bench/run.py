@@ -19,10 +19,12 @@ import statistics
 import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# (family shown in the table, Rust bench binary, arguments for both the binary and the twin script)
-BENCHES = [("judge", "judge", []), ("ebgan", "ebgan", ["--model", "ebgan"]), ("gan", "ebgan", ["--model", "gan"]),
-           ("dann", "dann", ["--model", "dann"]), ("ddc", "dann", ["--model", "ddc"]),
-           ("source-only", "dann", ["--model", "source-only"])]
+# (family shown in the table, Rust bench binary, PyTorch twin in bench/torch, arguments for both)
+BENCHES = [("judge", "judge", "judge", []), ("ebgan", "ebgan", "ebgan", ["--model", "ebgan"]),
+           ("gan", "ebgan", "ebgan", ["--model", "gan"]), ("infogan", "ebgan", "cgan", ["--model", "infogan"]),
+           ("acgan", "ebgan", "cgan", ["--model", "acgan"]), ("msgan", "ebgan", "cgan", ["--model", "msgan"]),
+           ("dann", "dann", "dann", ["--model", "dann"]), ("ddc", "dann", "dann", ["--model", "ddc"]),
+           ("source-only", "dann", "dann", ["--model", "source-only"])]
 
 
 def rust_binary(name):
@@ -56,13 +58,13 @@ def main():
     torch_version = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"], check=True,
                                    capture_output=True, text=True).stdout.strip()
     records = []
-    for family, name, args in BENCHES:
+    for family, name, twin, args in BENCHES:
         binary = rust_binary(name)
         for threads in (1, 2):
             ours, theirs = [], []
             for _ in range(a.rounds):
                 ours.append(run_json([binary, "--bench", *args], threads))
-                theirs.append(run_json([a.python, str(ROOT / f"bench/torch/{name}.py"), "--threads", str(threads), *args], threads))
+                theirs.append(run_json([a.python, str(ROOT / f"bench/torch/{twin}.py"), "--threads", str(threads), *args], threads))
             for kind in ("train", "infer"):
                 o = statistics.median(r[f"{kind}_ms"] for r in ours)
                 t = statistics.median(r[f"{kind}_ms"] for r in theirs)

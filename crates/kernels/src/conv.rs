@@ -1,12 +1,12 @@
 //! Convolutions as patch matrices and single large GEMMs.
 //!
-//! `conv2d`: `Y' = im2col(x) W^T`, with `W` viewed as `[O, C*KH*KW]`; backward is then
+//! `conv2d`: `Y' = im2col(x) W^T + b` (a [`crate::linear`]), with `W` viewed as `[O, C*KH*KW]`; backward is then
 //! `dW = dY'^T im2col(x)` (one GEMM), `dx = col2im(dY' W)` (one GEMM plus a scatter-add).
 //! `conv_transpose2d` is the adjoint: `y = col2im(x' W)` with `W` viewed as `[C_in, C_out*KH*KW]`.
 
 use candle_core::{bail, DType, Result, Tensor};
 
-use crate::patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
+use crate::patches::{col2im, im2col, PatchGeometry};
 
 /// Stride, padding, dilation (equal in both directions) and, for transposed convolutions, the
 /// extra output padding.
@@ -62,14 +62,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: ConvParams)
         dilation: p.dilation,
     };
     let (oh, ow) = (g.out_h(), g.out_w());
-    let wm = weight.reshape((o, c * kh * kw))?;
-    // With a bias, a column of ones in the patch matrix and the bias as the weight's last column
-    // add it inside the GEMM; its gradient then falls out of the weight-gradient GEMM.
-    let (cols, wm) = match bias {
-        Some(bias) => (im2col_with_ones(x, g)?, Tensor::cat(&[&wm, &bias.reshape((o, 1))?], 1)?),
-        None => (im2col(x, g)?, wm),
-    };
-    let y = cols.matmul(&wm.t()?)?; // [B*OH*OW, O]
+    // One GEMM with the bias folded in; its backward yields contiguous weight and bias gradients.
+    let y = crate::linear::linear(&im2col(x, g)?, &weight.reshape((o, c * kh * kw))?, bias)?; // [B*OH*OW, O]
     y.reshape((b, oh * ow, o))?.transpose(1, 2)?.reshape((b, o, oh, ow))
 }
 
@@ -115,27 +109,8 @@ pub fn conv_transpose2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::{max_abs_diff as max_diff, test_rand as rand};
     use candle_core::{Device, Var};
-
-    fn rand(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
-        crate::util::test_tensor(shape, seed, 1.0).to_dtype(dtype).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        assert_eq!(a.dims(), b.dims());
-        a.sub(b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
 
     /// Forward and all gradients of our op vs Candle's, on the same loss.
     fn compare(transposed: bool, xs: &[usize], ws: &[usize], p: ConvParams, dtype: DType, tol: f64) {

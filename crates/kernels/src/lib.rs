@@ -8,6 +8,9 @@
 //!   large matrix product, so that the forward pass, the input gradient and the weight gradient
 //!   are each a single GEMM (Candle computes the input gradient of a convolution with a direct
 //!   transposed-convolution loop, and the weight gradient as many thin GEMMs).
+//! - [`linear`]: a fully connected layer as one op, forward one GEMM and backward three, every
+//!   gradient contiguous (Candle's composed version hands the weight a transposed gradient that
+//!   is accumulated in strided order, and sums the bias gradient with a scalar loop).
 //! - [`im2col`] / [`col2im`]: the patch-matrix transforms, each the other's adjoint (and so each
 //!   the other's backward pass).
 //! - [`max_pool2d`]: max pooling whose backward is one pass (Candle's builds several full-size
@@ -22,6 +25,7 @@
 mod activation;
 mod adam;
 mod conv;
+mod linear;
 mod norm;
 mod patches;
 mod pool;
@@ -30,6 +34,7 @@ mod util;
 pub use activation::{leaky_relu, relu};
 pub use adam::{adam_in_place_supported, adam_step_in_place, AdamStep};
 pub use conv::{conv2d, conv_transpose2d, ConvParams};
+pub use linear::linear;
 pub use norm::batch_norm_train;
 pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
 pub use pool::max_pool2d;

@@ -24,3 +24,17 @@ pub(crate) fn test_tensor(shape: &[usize], seed: u64, scale: f64) -> candle_core
         .collect();
     candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu).unwrap()
 }
+
+/// [`test_tensor`] in `dtype`, scale 1.
+#[cfg(test)]
+pub(crate) fn test_rand(shape: &[usize], seed: u64, dtype: candle_core::DType) -> candle_core::Tensor {
+    test_tensor(shape, seed, 1.0).to_dtype(dtype).unwrap()
+}
+
+/// The largest absolute difference of two tensors of one shape, as f64.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    let d = a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    d.to_dtype(candle_core::DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}

@@ -18,12 +18,13 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Linear, ModuleT, VarBuilder, VarMap};
+use candle_nn::{ModuleT, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use zoo_core::checkpoint::ZooModel;
 use zoo_core::loss::{bce_with_logits, cross_entropy};
 use zoo_core::nn::BatchNorm;
 use zoo_core::nn::Conv2d;
+use zoo_core::nn::Linear;
 use zoo_core::train::Metrics;
 use zoo_core::ZooRng;
 use zoo_ebgan::adversarial::scalar;
@@ -108,12 +109,12 @@ impl AuxDiscriminator {
             conv1: zoo_core::nn::conv2d(1, 64, 4, conv, vb.pp("conv1"))?,
             conv2: zoo_core::nn::conv2d(64, 128, 4, conv, vb.pp("conv2"))?,
             bn2: bn(128, vb.pp("bn2"))?,
-            fc: candle_nn::linear(flat, hidden, vb.pp("fc"))?,
+            fc: zoo_core::nn::linear(flat, hidden, vb.pp("fc"))?,
             bn_fc: bn(hidden, vb.pp("bn_fc"))?,
-            out: candle_nn::linear(hidden, 1, vb.pp("out"))?,
-            q_fc: candle_nn::linear(hidden, 128, vb.pp("q.fc"))?,
+            out: zoo_core::nn::linear(hidden, 1, vb.pp("out"))?,
+            q_fc: zoo_core::nn::linear(hidden, 128, vb.pp("q.fc"))?,
             q_bn: bn(128, vb.pp("q.bn"))?,
-            q_out: candle_nn::linear(128, categories + continuous, vb.pp("q.out"))?,
+            q_out: zoo_core::nn::linear(128, categories + continuous, vb.pp("q.out"))?,
             categories,
         })
     }

@@ -2,9 +2,10 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use zoo_core::checkpoint::ZooModel;
+use zoo_core::nn::Linear;
 use zoo_core::nn::{grad_reverse, max_pool2d, Conv2d};
 
 /// The sizes of the network.
@@ -81,21 +82,23 @@ impl DigitNet {
         let conv = candle_nn::Conv2dConfig::default();
         let [c1, c2] = cfg.conv_channels;
         let (f, h) = (cfg.feature_dim(), cfg.label_hidden);
-        let mut hidden =
-            vec![candle_nn::linear(f, h, vb.pp("classifier.fc1"))?, candle_nn::linear(h, h, vb.pp("classifier.fc2"))?];
+        let mut hidden = vec![
+            zoo_core::nn::linear(f, h, vb.pp("classifier.fc1"))?,
+            zoo_core::nn::linear(h, h, vb.pp("classifier.fc2"))?,
+        ];
         let mut width = h;
         if let Some(a) = cfg.adaptation_layer {
             if a == 0 {
                 bail!("the adaptation layer needs at least one unit");
             }
-            hidden.push(candle_nn::linear(h, a, vb.pp("classifier.adapt"))?);
+            hidden.push(zoo_core::nn::linear(h, a, vb.pp("classifier.adapt"))?);
             width = a;
         }
         Ok(Self {
             conv1: zoo_core::nn::conv2d(cfg.in_channels, c1, 5, conv, vb.pp("features.conv1"))?,
             conv2: zoo_core::nn::conv2d(c1, c2, 5, conv, vb.pp("features.conv2"))?,
             hidden,
-            out: candle_nn::linear(width, cfg.classes, vb.pp("classifier.fc3"))?,
+            out: zoo_core::nn::linear(width, cfg.classes, vb.pp("classifier.fc3"))?,
             cfg: cfg.clone(),
         })
     }
@@ -180,8 +183,8 @@ impl ZooModel for Dann {
         Ok(Self {
             net: DigitNet::new(cfg, vb.clone())?,
             domain: [
-                candle_nn::linear(cfg.feature_dim(), cfg.domain_hidden, vb.pp("domain.fc1"))?,
-                candle_nn::linear(cfg.domain_hidden, 1, vb.pp("domain.fc2"))?,
+                zoo_core::nn::linear(cfg.feature_dim(), cfg.domain_hidden, vb.pp("domain.fc1"))?,
+                zoo_core::nn::linear(cfg.domain_hidden, 1, vb.pp("domain.fc2"))?,
             ],
             cfg: cfg.clone(),
             varmap,

@@ -5,12 +5,13 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use zoo_core::checkpoint::ZooModel;
 use zoo_core::loss::bce_with_logits;
 use zoo_core::nn::BatchNorm;
 use zoo_core::nn::Conv2d;
+use zoo_core::nn::Linear;
 use zoo_core::train::Metrics;
 
 use crate::adversarial::{scalar, Adversarial, Batch};
@@ -94,8 +95,8 @@ impl BinaryDiscriminator {
                     conv1: zoo_core::nn::conv2d(1, c, 4, conv, vb.pp("conv1"))?,
                     conv2: zoo_core::nn::conv2d(c, 2 * c, 4, conv, vb.pp("conv2"))?,
                     bn2: bn(2 * c, vb.pp("bn2"))?,
-                    fc1: candle_nn::linear(2 * c * (s / 4) * (s / 4), cfg.d_hidden, vb.pp("fc1"))?,
-                    fc2: candle_nn::linear(cfg.d_hidden, 1, vb.pp("fc2"))?,
+                    fc1: zoo_core::nn::linear(2 * c * (s / 4) * (s / 4), cfg.d_hidden, vb.pp("fc1"))?,
+                    fc2: zoo_core::nn::linear(cfg.d_hidden, 1, vb.pp("fc2"))?,
                 }
             }
             Architecture::FullyConnected { hidden, depth, .. } => {

@@ -2,9 +2,10 @@
 
 use anyhow::{bail, Result};
 use candle_core::{Module, ModuleT, Tensor, D};
-use candle_nn::{BatchNormConfig, ConvTranspose2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{BatchNormConfig, ConvTranspose2dConfig, VarBuilder, VarMap};
 use zoo_core::checkpoint::ZooModel;
 use zoo_core::nn::BatchNorm;
+use zoo_core::nn::Linear;
 use zoo_core::nn::{Conv2d, ConvTranspose2d};
 use zoo_core::train::Metrics;
 
@@ -42,7 +43,7 @@ pub(crate) fn mlp(widths: &[usize], prefix: &str, first: usize, vb: VarBuilder) 
     widths
         .windows(2)
         .enumerate()
-        .map(|(i, w)| Ok(candle_nn::linear(w[0], w[1], vb.pp(format!("{prefix}{}", first + i)))?))
+        .map(|(i, w)| Ok(zoo_core::nn::linear(w[0], w[1], vb.pp(format!("{prefix}{}", first + i)))?))
         .collect()
 }
 
@@ -99,9 +100,9 @@ impl Generator {
             Architecture::Conv { g_hidden, .. } => {
                 let side = s / 4;
                 Generator::Conv {
-                    fc1: candle_nn::linear(latent_dim, g_hidden, vb.pp("fc1"))?,
+                    fc1: zoo_core::nn::linear(latent_dim, g_hidden, vb.pp("fc1"))?,
                     bn1: bn(g_hidden, vb.pp("bn1"))?,
-                    fc2: candle_nn::linear(g_hidden, 128 * side * side, vb.pp("fc2"))?,
+                    fc2: zoo_core::nn::linear(g_hidden, 128 * side * side, vb.pp("fc2"))?,
                     bn2: bn(128 * side * side, vb.pp("bn2"))?,
                     up1: up2x(128, 64, vb.pp("up1"))?,
                     bn3: bn(64, vb.pp("bn3"))?,
@@ -186,8 +187,8 @@ impl Discriminator {
                 let conv = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
                 Discriminator::Conv {
                     enc_conv: zoo_core::nn::conv2d(1, d_channels, 4, conv, vb.pp("enc_conv"))?,
-                    enc_fc: candle_nn::linear(flat, code, vb.pp("enc_fc"))?,
-                    dec_fc: candle_nn::linear(code, flat, vb.pp("dec_fc"))?,
+                    enc_fc: zoo_core::nn::linear(flat, code, vb.pp("enc_fc"))?,
+                    dec_fc: zoo_core::nn::linear(code, flat, vb.pp("dec_fc"))?,
                     dec_bn: if d_batchnorm { Some(bn(flat, vb.pp("dec_bn"))?) } else { None },
                     dec_conv: up2x(d_channels, 1, vb.pp("dec_conv"))?,
                     channels: d_channels,

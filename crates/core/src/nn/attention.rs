@@ -5,8 +5,9 @@
 //! is composed of matmuls and the differentiable [`super::softmax`]. Parameter names follow
 //! PyTorch/Marian (`q_proj`, `k_proj`, `v_proj`, `out_proj`).
 
+use super::Linear;
 use candle_core::{DType, Device, Result, Tensor, D};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::{dropout, softmax};
 use crate::ZooRng;
@@ -36,10 +37,10 @@ impl MultiHeadAttention {
             candle_core::bail!("d_model {d_model} is not divisible by the number of heads {num_heads}");
         }
         Ok(Self {
-            q_proj: candle_nn::linear(d_model, d_model, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear(d_model, d_model, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear(d_model, d_model, vb.pp("v_proj"))?,
-            out_proj: candle_nn::linear(d_model, d_model, vb.pp("out_proj"))?,
+            q_proj: super::linear(d_model, d_model, vb.pp("q_proj"))?,
+            k_proj: super::linear(d_model, d_model, vb.pp("k_proj"))?,
+            v_proj: super::linear(d_model, d_model, vb.pp("v_proj"))?,
+            out_proj: super::linear(d_model, d_model, vb.pp("out_proj"))?,
             num_heads,
             head_dim: d_model / num_heads,
         })

@@ -9,6 +9,7 @@ mod conv;
 mod dropout;
 mod gradient_reversal;
 mod layer_norm;
+mod linear;
 mod sequential;
 mod softmax;
 
@@ -18,6 +19,7 @@ pub use conv::{conv2d, conv2d_no_bias, conv_transpose2d, conv_transpose2d_no_bia
 pub use dropout::{dropout, Dropout, SharedRng};
 pub use gradient_reversal::{grad_reverse, GradientReversal};
 pub use layer_norm::{layer_norm, LayerNorm};
+pub use linear::{linear, linear_no_bias, Linear};
 pub use sequential::{seq_t, Activation, SequentialT};
 pub use softmax::{log_softmax, softmax, softmax_last};
 /// Max pooling over `k x k` windows with a correct one-pass backward on the CPU (Candle 0.11's

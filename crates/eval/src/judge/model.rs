@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Conv2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
 use zoo_core::checkpoint::ZooModel;
+use zoo_core::nn::Linear;
 use zoo_core::nn::{max_pool2d, Conv2d};
 use zoo_core::ZooRng;
 use zoo_data::Mnist;
@@ -42,8 +43,8 @@ impl ZooModel for Judge {
         Ok(Self {
             conv1: zoo_core::nn::conv2d(1, cfg.conv1_channels, 5, conv, vb.pp("conv1"))?,
             conv2: zoo_core::nn::conv2d(cfg.conv1_channels, cfg.conv2_channels, 5, conv, vb.pp("conv2"))?,
-            fc1: candle_nn::linear(cfg.conv2_channels * side * side, cfg.hidden, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(cfg.hidden, 10, vb.pp("fc2"))?,
+            fc1: zoo_core::nn::linear(cfg.conv2_channels * side * side, cfg.hidden, vb.pp("fc1"))?,
+            fc2: zoo_core::nn::linear(cfg.hidden, 10, vb.pp("fc2"))?,
             cfg: cfg.clone(),
             varmap,
         })
