@@ -216,6 +216,9 @@ struct InfoMetrics {
     code_accuracy: f64,
     /// The matching: digit of each category.
     code_to_digit: Vec<usize>,
+    /// How the judge reads each category's samples: row = category, column = digit, counts
+    /// (shows which digits a category merges or splits).
+    digits_per_code: Vec<Vec<usize>>,
     /// `L_I` of the samples under Q (evaluation mode), to compare with `entropy_c1`.
     info_loss: f64,
     /// `H(c1) = ln(categories)`.
@@ -251,11 +254,21 @@ fn eval(a: EvalArgs) -> Result<()> {
     if k != 10 {
         bail!("code accuracy matches categories to the judge's 10 digits; this model has {k} categories");
     }
-    let (code_accuracy, code_to_digit) =
-        zoo_eval::metrics::matched_accuracy(&codes.category.to_vec1::<u32>()?, &digits, k)?;
+    let categories = codes.category.to_vec1::<u32>()?;
+    let (code_accuracy, code_to_digit) = zoo_eval::metrics::matched_accuracy(&categories, &digits, k)?;
+    let mut digits_per_code = vec![vec![0usize; 10]; k];
+    for (&c, &d) in categories.iter().zip(&digits) {
+        digits_per_code[c as usize][d as usize] += 1;
+    }
     let gan = zoo_eval::gan::gan_metrics(&judge, &x, &a.data.load(Split::Test)?, &a.data.load(Split::Train)?, a.seed)?;
-    let m =
-        InfoMetrics { code_accuracy, code_to_digit, info_loss: info / a.n as f64, entropy_c1: (k as f64).ln(), gan };
+    let m = InfoMetrics {
+        code_accuracy,
+        code_to_digit,
+        digits_per_code,
+        info_loss: info / a.n as f64,
+        entropy_c1: (k as f64).ln(),
+        gan,
+    };
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {
