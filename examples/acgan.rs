@@ -33,7 +33,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// AC-GAN (Odena et al. 2017): a class-conditional GAN whose discriminator also classifies,
 /// optionally with the MSGAN mode-seeking regulariser (Mao et al. 2019).
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

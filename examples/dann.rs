@@ -26,7 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// DANN (Ganin & Lempitsky 2015) from MNIST to an MNIST-M built from six public-domain/CC0 photos.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

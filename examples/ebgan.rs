@@ -28,7 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Energy-based GAN (Zhao, Mathieu & LeCun 2017) and its standard-GAN baseline on MNIST.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -30,7 +30,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// InfoGAN (Chen et al. 2016): a GAN whose categorical and continuous latent codes are learnt to
 /// carry meaning (digit class, slant, width) without labels.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -24,7 +24,7 @@ use zoo_eval::judge::{evaluate, image_to_input, Judge, JudgeConfig, JudgeTrainCo
 
 /// The MNIST judge: a LeNet-style CNN that the zoo uses to score generated digits.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
