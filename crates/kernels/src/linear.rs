@@ -95,9 +95,17 @@ impl LinearOp {
     }
 
     /// `dx = dy W`, `dW = dy^T x`, and (with a bias) `db = 1^T dy`, all contiguous.
-    fn grads(&self, x: &Tensor, w: &Tensor, grad: &Tensor, bias: bool) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    /// `dx` is skipped (`None`) when `x` needs no gradient (data, or a detached batch).
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+        bias: bool,
+    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        let needs_dx = x.track_op();
         let (x, w, grad) = (x.detach(), w.detach(), grad.detach().contiguous()?);
-        let dx = grad.matmul(&w)?;
+        let dx = if needs_dx { Some(grad.matmul(&w)?) } else { None };
         let dw = grad.t()?.matmul(&x)?;
         let db = if bias {
             let ones = Tensor::ones((1, self.m), grad.dtype(), grad.device())?;
@@ -121,7 +129,7 @@ impl CustomOp2 for LinearNoBias {
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = self.0.grads(x, w, grad, false)?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
     }
 }
 
@@ -149,7 +157,7 @@ impl CustomOp3 for LinearBias {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = self.0.grads(x, w, grad, true)?;
-        Ok((Some(dx), Some(dw), db))
+        Ok((dx, Some(dw), db))
     }
 }
 
@@ -270,6 +278,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_input_without_gradient_gets_none_and_the_weight_still_gets_its_own() {
+        let x = rand(&[6, 4], 1, DType::F64); // data: not a variable
+        let w = Var::from_tensor(&rand(&[3, 4], 2, DType::F64)).unwrap();
+        let grads = linear(&x, w.as_tensor(), None).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_none());
+        // d/dW sum(x W^T) = column sums of x, for every output row.
+        let expected = x.sum_keepdim(0).unwrap().broadcast_as((3, 4)).unwrap();
+        assert!(max_diff(grads.get(w.as_tensor()).unwrap(), &expected) < 1e-12);
     }
 
     #[test]
