@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_zoo::cli_args::DataArgs;
+use candle_zoo::cli_args::{DataArgs, ExportArgs};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use zoo_cgan::{AcGan, AcGanConfig};
@@ -51,6 +51,8 @@ enum Command {
     /// class_accuracy, intra_class_diversity, ndb, jsd (and per-class figures), plus the judge's
     /// sample-quality metrics of `ebgan eval`.
     Eval(EvalArgs),
+    /// Rewrite a checkpoint with half-precision (f16) storage: half the size, loaded back as f32.
+    Export(ExportArgs),
 }
 
 #[derive(Args)]
@@ -244,5 +246,8 @@ fn main() -> std::process::ExitCode {
         Command::Sample(a) => sample(a),
         Command::Grid(a) => grid(a),
         Command::Eval(a) => eval(a),
+        Command::Export(a) => {
+            AcGan::export_f16(&a.weights, &a.out).map(|()| eprintln!("wrote {} (f16 storage)", a.out.display()))
+        }
     })
 }

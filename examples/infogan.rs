@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_zoo::cli_args::DataArgs;
+use candle_zoo::cli_args::{DataArgs, ExportArgs};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use zoo_cgan::{info_loss, InfoGan, InfoGanConfig};
@@ -49,6 +49,8 @@ enum Command {
     /// code_accuracy (the categorical code as a classifier, Hungarian-matched to the judge's
     /// digits), info_loss (against H(c1) = ln 10), and the judge's sample-quality metrics.
     Eval(EvalArgs),
+    /// Rewrite a checkpoint with half-precision (f16) storage: half the size, loaded back as f32.
+    Export(ExportArgs),
 }
 
 #[derive(Args)]
@@ -285,5 +287,8 @@ fn main() -> std::process::ExitCode {
         Command::Sample(a) => sample(a),
         Command::Traverse(a) => traverse(a),
         Command::Eval(a) => eval(a),
+        Command::Export(a) => {
+            InfoGan::export_f16(&a.weights, &a.out).map(|()| eprintln!("wrote {} (f16 storage)", a.out.display()))
+        }
     })
 }

@@ -30,3 +30,14 @@ impl DataArgs {
         }
     }
 }
+
+/// `export`: a checkpoint rewritten with half-precision storage.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Manifest id or path of the checkpoint to rewrite.
+    #[arg(long)]
+    pub weights: String,
+    /// Output checkpoint (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+}

@@ -292,6 +292,15 @@ pub trait ZooModel: Sized {
         Ok(model)
     }
 
+    /// Rewrites the checkpoint `id_or_path` (manifest id or path) to `out` with half-precision
+    /// (f16) storage, half the size and loaded back in f32, keeping its recorded step and seed.
+    fn export_f16(id_or_path: &str, out: &Path) -> Result<()> {
+        let (path, _) = crate::manifest::resolve_weights(id_or_path)?;
+        let meta = read_meta(&path)?;
+        let model = Self::from_pretrained(id_or_path, &Device::Cpu)?;
+        model.save_with(out, &SaveOptions { step: meta.step, seed: meta.seed, storage: Some(DType::F16) })
+    }
+
     /// Loads by manifest id (bundled file or hub download, sha256-verified) or by file path.
     fn from_pretrained(id_or_path: &str, dev: &Device) -> Result<Self> {
         let (path, entry) = crate::manifest::resolve_weights(id_or_path)?;
