@@ -121,9 +121,13 @@ struct GridArgs {
 struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Manifest id or path of an `acgan` checkpoint.
+    /// Manifest id or path of an `acgan` checkpoint; repeat the option to measure several with
+    /// the same samples' noise, bins and judge (e.g. AC-GAN against AC-GAN + MSGAN).
+    #[arg(long, required = true)]
+    weights: Vec<String>,
+    /// Also write a markdown table comparing the checkpoints to this file.
     #[arg(long)]
-    weights: String,
+    table: Option<PathBuf>,
     /// Manifest id or path of the judge.
     #[arg(long, default_value = "judge-mnist")]
     judge: String,
@@ -217,25 +221,66 @@ fn eval(a: EvalArgs) -> Result<()> {
         bail!("--per-class must be at least 2");
     }
     let dev = zoo_core::device(&a.data.device)?;
-    let model = AcGan::from_pretrained(&a.weights, &dev)?;
-    if model.config().classes != 10 {
-        bail!("the judge reads 10 digits; this model has {} classes", model.config().classes);
+    let models: Vec<AcGan> = a.weights.iter().map(|w| AcGan::from_pretrained(w, &dev)).collect::<Result<_>>()?;
+    if let Some((w, m)) = a.weights.iter().zip(&models).find(|(_, m)| m.config().classes != 10) {
+        bail!("the judge reads 10 digits; {w} has {} classes", m.config().classes);
     }
     let judge = Judge::from_pretrained(&a.judge, &dev)?;
     let (test, train) = (a.data.load(Split::Test)?, a.data.load(Split::Train)?);
     let classes: Vec<u32> = (0..10).collect();
-    let (x, labels) = per_class(&model, &classes, a.per_class, a.seed, &dev)?;
     // NDB bins: k-means (K = 100) on 10,000 training digits.
     let bins = ndb_bins(&train, 10_000, 100, a.seed)?;
-    let conditional = conditional_metrics(&judge, &x, &labels, &test, &bins)?;
-    let gan = zoo_eval::gan::gan_metrics(&judge, &x, &test, &train, a.seed)?;
-    let m = AcGanMetrics { conditional, gan };
-    if a.json {
-        println!("{}", serde_json::to_string(&m)?);
-    } else {
-        println!("{}", serde_json::to_string_pretty(&m)?);
+    let mut all = Vec::new();
+    for (w, model) in a.weights.iter().zip(&models) {
+        let (x, labels) = per_class(model, &classes, a.per_class, a.seed, &dev)?;
+        let conditional = conditional_metrics(&judge, &x, &labels, &test, &bins)?;
+        let gan = zoo_eval::gan::gan_metrics(&judge, &x, &test, &train, a.seed)?;
+        let m = AcGanMetrics { conditional, gan };
+        match (a.json, a.weights.len()) {
+            (true, 1) => println!("{}", serde_json::to_string(&m)?),
+            (true, _) => {
+                let mut v = serde_json::to_value(&m)?;
+                v["weights"] = w.as_str().into();
+                println!("{v}");
+            }
+            (false, _) => println!("{w}:\n{}", serde_json::to_string_pretty(&m)?),
+        }
+        all.push(m);
+    }
+    if let Some(path) = &a.table {
+        zoo_core::atomic::write_bytes_atomic(path, markdown_table(&a.weights, &all, a.per_class).as_bytes())?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// One row per checkpoint: the conditional metrics and the judge's sample-quality metrics.
+fn markdown_table(names: &[String], rows: &[AcGanMetrics], per_class: usize) -> String {
+    let mut t = format!(
+        "{per_class} samples per class, the same noise for every checkpoint; judge-feature diversity of real test \
+         digits {:.2}, pixel diversity {:.4}; FD floor {:.2}.\n\n\
+         | checkpoint | class accuracy | worst class | diversity (judge) | diversity (pixels) | NDB (of 100) | JSD | judge FD | KID | IS |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        rows.first().map_or(f64::NAN, |m| m.conditional.intra_class_diversity_real),
+        rows.first().map_or(f64::NAN, |m| m.conditional.intra_class_diversity_pixels_real),
+        rows.first().map_or(f64::NAN, |m| m.gan.judge_fd_floor),
+    );
+    for (name, m) in names.iter().zip(rows) {
+        let (c, g) = (&m.conditional, &m.gan);
+        t += &format!(
+            "| `{name}` | {:.4} | {:.4} | {:.2} | {:.4} | {} | {:.4} | {:.2} | {:.2} | {:.2} |\n",
+            c.class_accuracy,
+            c.class_accuracy_min,
+            c.intra_class_diversity,
+            c.intra_class_diversity_pixels,
+            c.ndb,
+            c.jsd,
+            g.judge_fd,
+            g.kid,
+            g.inception_score
+        );
+    }
+    t
 }
 
 fn main() -> std::process::ExitCode {
