@@ -47,7 +47,8 @@ enum Command {
     /// (rows: categories), as three PNGs in --out.
     Traverse(TraverseArgs),
     /// code_accuracy (the categorical code as a classifier, Hungarian-matched to the judge's
-    /// digits), info_loss (against H(c1) = ln 10), and the judge's sample-quality metrics.
+    /// digits), q_accuracy_real (Q's code for real test digits, matched to their labels),
+    /// info_loss (against H(c1) = ln 10), and the judge's sample-quality metrics.
     Eval(EvalArgs),
     /// Rewrite a checkpoint with half-precision (f16) storage: half the size, loaded back as f32.
     Export(ExportArgs),
@@ -221,6 +222,9 @@ struct InfoMetrics {
     /// How the judge reads each category's samples: row = category, column = digit, counts
     /// (shows which digits a category merges or splits).
     digits_per_code: Vec<Vec<usize>>,
+    /// Q's categorical code as a classifier of the real MNIST test digits (the paper's reading of
+    /// its 5 % error), after the best one-to-one matching of categories to labels.
+    q_accuracy_real: f64,
     /// `L_I` of the samples under Q (evaluation mode), to compare with `entropy_c1`.
     info_loss: f64,
     /// `H(c1) = ln(categories)`.
@@ -262,11 +266,20 @@ fn eval(a: EvalArgs) -> Result<()> {
     for (&c, &d) in categories.iter().zip(&digits) {
         digits_per_code[c as usize][d as usize] += 1;
     }
-    let gan = zoo_eval::gan::gan_metrics(&judge, &x, &a.data.load(Split::Test)?, &a.data.load(Split::Train)?, a.seed)?;
+    let test = a.data.load(Split::Test)?;
+    let (mut q_codes, mut labels) = (Vec::with_capacity(test.len()), Vec::with_capacity(test.len()));
+    for s in (0..test.len()).step_by(500) {
+        let (xs, ys) = test.batch(&(s..(s + 500).min(test.len())).collect::<Vec<_>>(), &dev)?;
+        q_codes.extend(model.infer_category(&xs)?.to_vec1::<u32>()?);
+        labels.extend(ys.to_vec1::<u32>()?);
+    }
+    let (q_accuracy_real, _) = zoo_eval::metrics::matched_accuracy(&q_codes, &labels, k)?;
+    let gan = zoo_eval::gan::gan_metrics(&judge, &x, &test, &a.data.load(Split::Train)?, a.seed)?;
     let m = InfoMetrics {
         code_accuracy,
         code_to_digit,
         digits_per_code,
+        q_accuracy_real,
         info_loss: info / a.n as f64,
         entropy_c1: (k as f64).ln(),
         gan,
