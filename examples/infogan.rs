@@ -70,6 +70,10 @@ struct TrainArgs {
     /// Weight of the continuous codes inside L_I.
     #[arg(long, default_value_t = 1.0)]
     continuous_weight: f64,
+    /// Range r of the noise z ~ U(-r, r) (1 in the paper; ClusterGAN-style small noise, e.g. 0.1,
+    /// ties the categorical code to digit identity more often).
+    #[arg(long, default_value_t = 1.0)]
+    noise_range: f64,
     /// Generated samples scored by the judge at every checkpoint (0: no scoring).
     #[arg(long, default_value_t = 2000)]
     monitor_samples: usize,
@@ -136,8 +140,12 @@ struct EvalArgs {
 
 fn train(a: TrainArgs) -> Result<()> {
     let dev = zoo_core::device(&a.data.device)?;
-    let cfg =
-        InfoGanConfig { info_weight: a.info_weight, continuous_weight: a.continuous_weight, ..InfoGanConfig::mnist() };
+    let cfg = InfoGanConfig {
+        info_weight: a.info_weight,
+        continuous_weight: a.continuous_weight,
+        noise_range: a.noise_range,
+        ..InfoGanConfig::mnist()
+    };
     let data = a.data.load(Split::Train)?;
     let mut trainer = Trainer::<InfoGan>::new(&cfg, TrainConfig::infogan(a.seed), data.clone(), &dev)?;
     if a.monitor_samples > 0 {
@@ -187,7 +195,7 @@ fn traverse(a: TraverseArgs) -> Result<()> {
     let mut rng = ZooRng::new(a.seed);
     // c1: one row per noise vector, one column per category, continuous codes at 0.
     let rows = 8;
-    let noise = rng.uniform((rows, cfg.noise_dim), -1.0, 1.0, DType::F32, &dev)?;
+    let noise = model.noise(rows, &mut rng, &dev)?;
     let noise = noise.unsqueeze(1)?.repeat((1, k, 1))?.reshape((rows * k, cfg.noise_dim))?;
     let category: Vec<u32> = (0..rows * k).map(|i| (i % k) as u32).collect();
     let zero = Tensor::zeros((rows * k, cfg.continuous), DType::F32, &dev)?;
@@ -196,7 +204,7 @@ fn traverse(a: TraverseArgs) -> Result<()> {
     zoo_eval::picture::save_image_grid(&x, k, 2, 2, &a.out.join("traverse-c1.png"))?;
     // Each continuous code from -2 to 2: one row per category, one shared noise vector.
     let steps = 10;
-    let one = rng.uniform((1, cfg.noise_dim), -1.0, 1.0, DType::F32, &dev)?.repeat((k * steps, 1))?;
+    let one = model.noise(1, &mut rng, &dev)?.repeat((k * steps, 1))?;
     let category: Vec<u32> = (0..k * steps).map(|i| (i / steps) as u32).collect();
     for j in 0..cfg.continuous {
         let mut values = vec![0f32; k * steps * cfg.continuous];

@@ -275,7 +275,7 @@ pub fn conditional_gan_section(out: &Path, dev: &Device) -> Result<Option<Sectio
         let cfg = model.config().clone();
         let (rows, k) = (6, cfg.categories);
         let mut rng = zoo_core::ZooRng::new(0);
-        let noise = rng.uniform((rows, cfg.noise_dim), -1.0, 1.0, DType::F32, dev)?;
+        let noise = model.noise(rows, &mut rng, dev)?;
         let noise = noise.unsqueeze(1)?.repeat((1, k, 1))?.reshape((rows * k, cfg.noise_dim))?;
         let category: Vec<u32> = (0..rows * k).map(|i| (i % k) as u32).collect();
         let zero = Tensor::zeros((rows * k, cfg.continuous), DType::F32, dev)?;

@@ -48,6 +48,15 @@ pub struct InfoGanConfig {
     pub continuous_weight: f64,
     /// Side of the square greyscale images (28).
     pub image_size: usize,
+    /// The noise is drawn from `U(-noise_range, noise_range)` (1 in the paper). A small range
+    /// leaves the generator's output to the codes early in training, as ClusterGAN's small-variance
+    /// noise does, so that the categorical code is more likely to settle on digit identity.
+    #[serde(default = "unit_range")]
+    pub noise_range: f64,
+}
+
+fn unit_range() -> f64 {
+    1.0
 }
 
 impl InfoGanConfig {
@@ -61,6 +70,7 @@ impl InfoGanConfig {
             info_weight: 1.0,
             continuous_weight: 1.0,
             image_size: 28,
+            noise_range: 1.0,
         }
     }
 
@@ -233,6 +243,12 @@ impl InfoGan {
         self.discriminator.forward_t(x, train)
     }
 
+    /// `n` noise vectors `z ~ U(-noise_range, noise_range)`, `[n, noise_dim]`.
+    pub fn noise(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
+        let (d, r) = (self.cfg.noise_dim, self.cfg.noise_range);
+        rng.uniform((n, d), -r, r, DType::F32, dev)
+    }
+
     /// Q's categorical code of images (evaluation mode): the code as an unsupervised classifier.
     pub fn infer_category(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.discriminate(x, false)?.code_logits.argmax(1)?)
@@ -261,10 +277,11 @@ impl Adversarial for InfoGan {
         self.cfg.image_size
     }
 
-    /// `z ~ U(-1, 1)`, `c1` uniform over the categories, `c2, c3 ~ U(-1, 1)`.
+    /// `z ~ U(-r, r)` (`r = noise_range`, 1 in the paper), `c1` uniform over the categories,
+    /// `c2, c3 ~ U(-1, 1)`.
     fn latents(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
         let c = &self.cfg;
-        let noise = rng.uniform((n, c.noise_dim), -1.0, 1.0, DType::F32, dev)?;
+        let noise = self.noise(n, rng, dev)?;
         let category: Vec<u32> = (0..n).map(|_| rng.below(c.categories) as u32).collect();
         let continuous = rng.uniform((n, c.continuous), -1.0, 1.0, DType::F32, dev)?;
         self.latents_with_codes(&noise, &category, &continuous)
@@ -352,6 +369,24 @@ mod tests {
             seen[k as usize] += 1;
         }
         assert!(seen.iter().all(|&c| c > 20), "categories are drawn uniformly: {seen:?}");
+    }
+
+    #[test]
+    fn noise_follows_its_range_and_older_configs_read_the_papers() {
+        let dev = Device::Cpu;
+        let narrow = InfoGan::new(&InfoGanConfig { noise_range: 0.1, ..InfoGanConfig::mnist() }, &dev).unwrap();
+        let z = narrow.latents(200, &mut ZooRng::new(4), &dev).unwrap();
+        let noise = z.narrow(1, 0, 62).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let top = noise.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert!(top <= 0.1 && top > 0.09, "{top}");
+        // The continuous codes keep U(-1, 1).
+        let cont = z.narrow(1, 72, 2).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(cont > 0.9, "{cont}");
+        // A config written before noise_range existed reads as the paper's U(-1, 1).
+        let mut old = serde_json::to_value(InfoGanConfig::mnist()).unwrap();
+        old.as_object_mut().unwrap().remove("noise_range");
+        let cfg: InfoGanConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(cfg.noise_range, 1.0);
     }
 
     #[test]
