@@ -114,6 +114,10 @@ struct TrainArgs {
     /// BatchNorm in the conv discriminator's decoder (default: the preset's, off).
     #[arg(long)]
     d_batchnorm: Option<bool>,
+    /// Stride-2 convolutions in each half of the conv autoencoder discriminator: 1 (the common
+    /// port, the preset's) or 2 (conv 64 -> 128 and back, as the paper's conv discriminators).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    d_depth: Option<u8>,
     /// Weight of the pulling-away term (default: the preset's, 0.1).
     #[arg(long)]
     pt_weight: Option<f64>,
@@ -241,6 +245,9 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let (Some(on), Architecture::Conv { d_batchnorm, .. }) = (a.d_batchnorm, &mut cfg.architecture) {
         *d_batchnorm = on;
+    }
+    if let (Some(n), Architecture::Conv { d_depth, .. }) = (a.d_depth, &mut cfg.architecture) {
+        *d_depth = n as usize;
     }
     let data = a.data.load(Split::Train)?;
     let monitor = if a.monitor_samples > 0 {

@@ -18,8 +18,8 @@ pub enum Energy {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Architecture {
     /// DCGAN-style: G is FC 1024 -> FC 7x7x128 -> convT 4x4/2 64 -> convT 4x4/2 1 (BatchNorm and
-    /// ReLU between); D encodes with conv 4x4/2 1->channels and a linear map to `code`, and
-    /// decodes back with a linear map and convT 4x4/2 channels->1.
+    /// ReLU between); D encodes with `d_depth` convs 4x4/2 (1 -> channels, then doubling) and a
+    /// linear map to `code`, and decodes back with a linear map and as many convT 4x4/2.
     Conv {
         /// Width of G's first fully-connected layer.
         g_hidden: usize,
@@ -33,6 +33,12 @@ pub enum Architecture {
         /// our runs the generator then collapsed.
         #[serde(default)]
         d_batchnorm: bool,
+        /// Stride-2 convolutions in each half of D's autoencoder: 1 (the common port: conv
+        /// `1 -> channels`, code, convT `channels -> 1`) or 2 (as the paper's convolutional
+        /// discriminators: conv `1 -> channels -> 2 channels`, code, convT `2 channels ->
+        /// channels -> 1`). Checkpoints written before this field existed have 1.
+        #[serde(default = "one")]
+        d_depth: usize,
     },
     /// The paper's fully-connected MNIST networks: G is `z -> hidden (depth times) -> S^2`, D
     /// encodes `S^2 -> hidden (depth - 1 times) -> code` and decodes `code -> hidden (depth - 1
@@ -46,6 +52,10 @@ pub enum Architecture {
         /// (at least 2).
         depth: usize,
     },
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Everything that defines an EBGAN model and its objective.
@@ -71,7 +81,13 @@ impl Config {
     pub fn mnist_conv() -> Self {
         Self {
             latent_dim: 62,
-            architecture: Architecture::Conv { g_hidden: 1024, d_channels: 64, code: 32, d_batchnorm: false },
+            architecture: Architecture::Conv {
+                g_hidden: 1024,
+                d_channels: 64,
+                code: 32,
+                d_batchnorm: false,
+                d_depth: 1,
+            },
             energy: Energy::MeanSquared,
             margin: 1.0,
             pt_weight: 0.1,

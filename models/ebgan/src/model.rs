@@ -157,16 +157,20 @@ pub enum Discriminator {
     Conv {
         /// `1 -> channels`, halving the side.
         enc_conv: Conv2d,
-        /// `channels (S/2)^2 -> code`.
+        /// `channels -> 2 channels`, halving the side again (depth 2 only).
+        enc_conv2: Option<Conv2d>,
+        /// Flattened encoder output `-> code`.
         enc_fc: Linear,
-        /// `code -> channels (S/2)^2`.
+        /// `code ->` the encoder's output size.
         dec_fc: Linear,
         /// BatchNorm after `dec_fc`, if the architecture has it.
         dec_bn: Option<BatchNorm>,
+        /// `2 channels -> channels`, doubling the side (depth 2 only).
+        dec_conv2: Option<ConvTranspose2d>,
         /// `channels -> 1`, doubling the side.
         dec_conv: ConvTranspose2d,
-        /// Channels.
-        channels: usize,
+        /// Channels and side of the innermost feature map.
+        inner: (usize, usize),
     },
     /// Fully-connected encoder/decoder.
     FullyConnected {
@@ -182,16 +186,27 @@ impl Discriminator {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let s = cfg.image_size;
         Ok(match cfg.architecture {
-            Architecture::Conv { d_channels, code, d_batchnorm, .. } => {
-                let flat = d_channels * (s / 2) * (s / 2);
+            Architecture::Conv { d_channels, code, d_batchnorm, d_depth, .. } => {
+                if !(1..=2).contains(&d_depth) {
+                    bail!("EBGAN conv discriminator depth must be 1 or 2, got {d_depth}");
+                }
+                let deep = d_depth == 2;
+                let inner = if deep { (2 * d_channels, s / 4) } else { (d_channels, s / 2) };
+                let flat = inner.0 * inner.1 * inner.1;
                 let conv = candle_nn::Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
                 Discriminator::Conv {
                     enc_conv: zoo_core::nn::conv2d(1, d_channels, 4, conv, vb.pp("enc_conv"))?,
+                    enc_conv2: if deep {
+                        Some(zoo_core::nn::conv2d(d_channels, 2 * d_channels, 4, conv, vb.pp("enc_conv2"))?)
+                    } else {
+                        None
+                    },
                     enc_fc: zoo_core::nn::linear(flat, code, vb.pp("enc_fc"))?,
                     dec_fc: zoo_core::nn::linear(code, flat, vb.pp("dec_fc"))?,
                     dec_bn: if d_batchnorm { Some(bn(flat, vb.pp("dec_bn"))?) } else { None },
+                    dec_conv2: if deep { Some(up2x(2 * d_channels, d_channels, vb.pp("dec_conv2"))?) } else { None },
                     dec_conv: up2x(d_channels, 1, vb.pp("dec_conv"))?,
-                    channels: d_channels,
+                    inner,
                 }
             }
             Architecture::FullyConnected { hidden, code, depth } => {
@@ -212,15 +227,20 @@ impl Discriminator {
         let (b, _, h, w) = x.dims4()?;
         let x = &to_signed(x)?;
         let (embedding, reconstruction) = match self {
-            Discriminator::Conv { enc_conv, enc_fc, dec_fc, dec_bn, dec_conv, channels } => {
-                let e = leaky_relu(&enc_conv.forward(x)?)?.flatten_from(1)?;
-                let code = enc_fc.forward(&e)?;
+            Discriminator::Conv { enc_conv, enc_conv2, enc_fc, dec_fc, dec_bn, dec_conv2, dec_conv, inner } => {
+                let mut e = leaky_relu(&enc_conv.forward(x)?)?;
+                if let Some(c) = enc_conv2 {
+                    e = leaky_relu(&c.forward(&e)?)?;
+                }
+                let code = enc_fc.forward(&e.flatten_from(1)?)?;
                 let mut d = dec_fc.forward(&code)?;
                 if let Some(bn) = dec_bn {
                     d = bn.forward_t(&d, train)?;
                 }
-                let d = leaky_relu(&d)?;
-                let d = d.reshape((b, *channels, h / 2, w / 2))?;
+                let mut d = leaky_relu(&d)?.reshape((b, inner.0, inner.1, inner.1))?;
+                if let Some(c) = dec_conv2 {
+                    d = leaky_relu(&c.forward(&d)?)?;
+                }
                 (code, dec_conv.forward(&d)?)
             }
             Discriminator::FullyConnected { encoder, decoder } => {
@@ -332,7 +352,11 @@ mod tests {
 
     #[test]
     fn one_step_reaches_every_variable_of_g_and_d() {
-        for cfg in [Config::mnist_conv(), Config::paper_mnist_fc()] {
+        let mut deep = Config::mnist_conv();
+        if let Architecture::Conv { d_depth, .. } = &mut deep.architecture {
+            *d_depth = 2;
+        }
+        for cfg in [Config::mnist_conv(), deep, Config::paper_mnist_fc()] {
             let m = model(&cfg);
             let mut rng = ZooRng::new(1);
             let x = digits(8);
@@ -352,6 +376,9 @@ mod tests {
                 .filter(|n| n.starts_with("generator."))
                 .collect();
             assert_eq!(missing_g, Vec::<String>::new(), "{cfg:?}");
+            let deep_layers = m.varmap().data().lock().unwrap().keys().filter(|k| k.contains("_conv2.")).count();
+            let expect = if matches!(cfg.architecture, Architecture::Conv { d_depth: 2, .. }) { 4 } else { 0 };
+            assert_eq!(deep_layers, expect, "{cfg:?}");
         }
     }
 
