@@ -405,6 +405,21 @@ mod tests {
     }
 
     #[test]
+    fn configs_without_a_depth_read_as_depth_1_and_bad_depths_are_refused() {
+        // A config written before `d_depth` existed.
+        let mut old = serde_json::to_value(Config::mnist_conv()).unwrap();
+        old["architecture"].as_object_mut().unwrap().remove("d_depth").unwrap();
+        let cfg: Config = serde_json::from_value(old).unwrap();
+        assert!(matches!(cfg.architecture, Architecture::Conv { d_depth: 1, .. }), "{cfg:?}");
+        let mut bad = Config::mnist_conv();
+        if let Architecture::Conv { d_depth, .. } = &mut bad.architecture {
+            *d_depth = 3;
+        }
+        let err = Ebgan::new(&bad, &Device::Cpu).err().expect("depth 3 must be refused").to_string();
+        assert!(err.contains("depth must be 1 or 2, got 3"), "{err}");
+    }
+
+    #[test]
     fn save_load_is_bit_exact_and_bad_inputs_are_refused() {
         let m = model(&Config::mnist_conv());
         let dir = tempfile::tempdir().unwrap();
