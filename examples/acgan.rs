@@ -80,6 +80,11 @@ struct TrainArgs {
     /// Steps between checkpoints (and sample grids).
     #[arg(long, default_value_t = 500)]
     checkpoint_every: u64,
+    /// Keep an exponential moving average of the generator's weights with this decay (e.g.
+    /// 0.999) and use it for sample grids, judge scores and the saved model; the raw weights
+    /// still train and resume.
+    #[arg(long, value_parser = zoo_core::ema::parse_decay)]
+    ema: Option<f64>,
 }
 
 #[derive(Args)]
@@ -146,8 +151,12 @@ fn train(a: TrainArgs) -> Result<()> {
     let dev = zoo_core::device(&a.data.device)?;
     let cfg = AcGanConfig { ms_weight: a.ms_weight, ..AcGanConfig::mnist() };
     let data = a.data.load(Split::Train)?;
-    let mut trainer =
-        Trainer::<AcGan>::new(&cfg, TrainConfig { seed: a.seed, ..Default::default() }, data.clone(), &dev)?;
+    let mut trainer = Trainer::<AcGan>::new(
+        &cfg,
+        TrainConfig { seed: a.seed, ema: a.ema, ..Default::default() },
+        data.clone(),
+        &dev,
+    )?;
     if a.monitor_samples > 0 {
         let judge = Judge::from_pretrained("judge-mnist", &dev)?;
         trainer = trainer.with_monitor(Monitor::new(judge, &a.data.load(Split::Test)?, &data, a.monitor_samples)?);
@@ -164,7 +173,7 @@ fn train(a: TrainArgs) -> Result<()> {
     )?;
     let out = a.run_dir.join("acgan-mnist.safetensors");
     trainer
-        .model
+        .finish()?
         .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
     eprintln!("saved {}", out.display());
     Ok(())

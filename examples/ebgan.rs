@@ -133,6 +133,11 @@ struct TrainArgs {
     /// Steps between checkpoints (and sample grids).
     #[arg(long, default_value_t = 500)]
     checkpoint_every: u64,
+    /// Keep an exponential moving average of the generator's weights with this decay (e.g.
+    /// 0.999) and use it for sample grids, judge scores and the saved model; the raw weights
+    /// still train and resume.
+    #[arg(long, value_parser = zoo_core::ema::parse_decay)]
+    ema: Option<f64>,
 }
 
 #[derive(Args)]
@@ -261,6 +266,7 @@ fn train(a: TrainArgs) -> Result<()> {
         lr_g: a.lr,
         lr_d: a.lr_d.unwrap_or(a.lr),
         seed: a.seed,
+        ema: a.ema,
         ..Default::default()
     };
     match a.model {
@@ -293,7 +299,7 @@ fn train_one<M: Adversarial>(
     zoo_eval::picture::curve::plot_curves_from_jsonl(&lc.log_path(), curves, &a.run_dir.join("curves.png"))?;
     let out = a.run_dir.join(format!("{name}.safetensors"));
     trainer
-        .model
+        .finish()?
         .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
     eprintln!("saved {}", out.display());
     Ok(())

@@ -86,6 +86,11 @@ struct TrainArgs {
     /// Steps between checkpoints (and sample grids).
     #[arg(long, default_value_t = 500)]
     checkpoint_every: u64,
+    /// Keep an exponential moving average of the generator's weights with this decay (e.g.
+    /// 0.999) and use it for sample grids, judge scores and the saved model; the raw weights
+    /// still train and resume.
+    #[arg(long, value_parser = zoo_core::ema::parse_decay)]
+    ema: Option<f64>,
 }
 
 #[derive(Args)]
@@ -147,7 +152,8 @@ fn train(a: TrainArgs) -> Result<()> {
         ..InfoGanConfig::mnist()
     };
     let data = a.data.load(Split::Train)?;
-    let mut trainer = Trainer::<InfoGan>::new(&cfg, TrainConfig::infogan(a.seed), data.clone(), &dev)?;
+    let mut trainer =
+        Trainer::<InfoGan>::new(&cfg, TrainConfig { ema: a.ema, ..TrainConfig::infogan(a.seed) }, data.clone(), &dev)?;
     if a.monitor_samples > 0 {
         let judge = Judge::from_pretrained("judge-mnist", &dev)?;
         trainer = trainer.with_monitor(Monitor::new(judge, &a.data.load(Split::Test)?, &data, a.monitor_samples)?);
@@ -163,7 +169,7 @@ fn train(a: TrainArgs) -> Result<()> {
     )?;
     let out = a.run_dir.join("infogan-mnist.safetensors");
     trainer
-        .model
+        .finish()?
         .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
     eprintln!("saved {}", out.display());
     Ok(())

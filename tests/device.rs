@@ -9,7 +9,10 @@ use zoo_core::checkpoint::ZooModel;
 use zoo_core::loss::{bce_with_logits, mmd2_multi_rbf, sequence_cross_entropy};
 use zoo_core::nn::{grad_reverse, layer_norm, MultiHeadAttention};
 use zoo_core::optim::{named_vars, Adam, AdamConfig, Optimizer};
+use zoo_core::train::TrainTask;
 use zoo_core::ZooRng;
+use zoo_dann::{Adaptation, DaTrainConfig, DaTrainer, Dann, DannConfig, Method};
+use zoo_ebgan::{Adversarial, Batch};
 use zoo_eval::judge::{Judge, JudgeConfig};
 
 fn target() -> Device {
@@ -99,4 +102,86 @@ fn a_judge_training_step_agrees_and_checkpoints_move_between_devices() {
         assert_eq!(host(v.as_tensor()), host(back.as_tensor()), "{name} changed on its way through the file");
     }
     assert_close(&host(&on_cpu.forward(&x).unwrap()), &host(&judge.forward(&xd).unwrap()), 1e-4, "reloaded logits");
+}
+
+/// `a` and `b` agree within `rel` of the larger magnitude found in either (gradients of a
+/// variable can be tiny everywhere; their scale, not each element's, sets what "close" means).
+fn assert_close_scaled(a: &[f32], b: &[f32], rel: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    let scale = a.iter().chain(b).fold(1e-12f32, |m, x| m.max(x.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= rel * scale, "{what}[{i}]: cpu {x} vs device {y} (scale {scale})");
+    }
+}
+
+/// One adversarial step's losses, and the gradient of every variable from its own player's loss.
+fn adversarial_step<M: Adversarial>(cfg: &M::Config, dev: &Device) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let data = zoo_data::Mnist::bundled_train_subset().unwrap();
+    let model = M::new(cfg, dev).unwrap();
+    zoo_core::init::init_dcgan(model.varmap(), &mut ZooRng::new(11)).unwrap();
+    let (x, y) = data.batch(&(0..16).collect::<Vec<_>>(), dev).unwrap();
+    let z = model.latents(16, &mut ZooRng::new(12), dev).unwrap();
+    let fake = model.generator().forward_t(&z, true).unwrap();
+    let batch = Batch { real: &x, labels: &y, latents: &z };
+    let (l_d, _) = model.discriminator_loss(&batch, &fake.detach()).unwrap();
+    let (l_g, _) = model.generator_loss(&batch, &fake).unwrap();
+    let (g_d, g_g) = (l_d.backward().unwrap(), l_g.backward().unwrap());
+    let grads = named_vars(model.varmap(), "")
+        .into_iter()
+        .map(|(name, var)| {
+            let g = if name.starts_with("generator.") { g_g.get(&var) } else { g_d.get(&var) };
+            let g = g.unwrap_or_else(|| panic!("{} {name} has no gradient", M::FAMILY));
+            (name, host(g))
+        })
+        .collect();
+    (vec![host(&l_d)[0], host(&l_g)[0]], grads)
+}
+
+fn adversarial_agrees<M: Adversarial>(cfg: &M::Config) {
+    let (cpu_losses, cpu_grads) = adversarial_step::<M>(cfg, &Device::Cpu);
+    let (dev_losses, dev_grads) = adversarial_step::<M>(cfg, &target());
+    assert_close(&cpu_losses, &dev_losses, 1e-4, &format!("{} losses (D, G)", M::FAMILY));
+    for ((name, a), (_, b)) in cpu_grads.iter().zip(&dev_grads) {
+        assert_close_scaled(a, b, 2e-3, &format!("{} gradient of {name}", M::FAMILY));
+    }
+}
+
+#[test]
+fn every_generative_family_steps_alike_on_the_device() {
+    let mut deep = zoo_ebgan::Config::mnist_conv();
+    if let zoo_ebgan::Architecture::Conv { d_depth, .. } = &mut deep.architecture {
+        *d_depth = 2;
+    }
+    adversarial_agrees::<zoo_ebgan::Ebgan>(&zoo_ebgan::Config::mnist_conv());
+    adversarial_agrees::<zoo_ebgan::Ebgan>(&deep);
+    adversarial_agrees::<zoo_ebgan::Gan>(&zoo_ebgan::GanConfig::matching(&zoo_ebgan::Config::mnist_conv()));
+    adversarial_agrees::<zoo_cgan::InfoGan>(&zoo_cgan::InfoGanConfig::mnist());
+    adversarial_agrees::<zoo_cgan::AcGan>(&zoo_cgan::AcGanConfig::mnist());
+}
+
+/// The metrics of two training steps of domain adaptation (the second after an SGD update).
+fn adaptation_steps<M: Adaptation>(cfg: &M::Config, dev: &Device) -> Vec<f32> {
+    let mnist = zoo_data::Mnist::bundled_train_subset().unwrap().subset(0..64).unwrap();
+    let source = zoo_data::ImageSet::from_mnist_rgb(&mnist);
+    let target = zoo_data::build_mnistm(&mnist, &zoo_data::Photos::bundled().unwrap(), 0).unwrap();
+    let recipe = DaTrainConfig { batch_size: 16, ..DaTrainConfig::paper(Method::Adapt, 4, 3) };
+    let mut run = DaTrainer::<M>::new(cfg, recipe, source, target, dev).unwrap();
+    let mut out = Vec::new();
+    for step in 0..2 {
+        out.extend(run.train_step(step).unwrap().into_iter().map(|(_, v)| v as f32));
+    }
+    out
+}
+
+#[test]
+fn every_adaptation_family_steps_alike_on_the_device() {
+    let dev = target();
+    let (a, b) = (
+        adaptation_steps::<Dann>(&DannConfig::mnist(), &Device::Cpu),
+        adaptation_steps::<Dann>(&DannConfig::mnist(), &dev),
+    );
+    assert_close(&a, &b, 1e-3, "dann step metrics");
+    let cfg = zoo_ddc::DdcConfig::mnist();
+    let (a, b) = (adaptation_steps::<zoo_ddc::Ddc>(&cfg, &Device::Cpu), adaptation_steps::<zoo_ddc::Ddc>(&cfg, &dev));
+    assert_close(&a, &b, 1e-3, "ddc step metrics");
 }

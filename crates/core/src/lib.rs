@@ -12,7 +12,7 @@
 //! - [`loss`]: stable BCE-with-logits, MMD (linear and multi-kernel), masked label-smoothed
 //!   sequence cross-entropy.
 //! - [`optim`] and [`schedule`]: Adam/AdamW and SGD with saveable state, learning-rate schedules,
-//!   gradient clipping by global norm.
+//!   gradient clipping by global norm; [`ema::Ema`], a moving average of weights for evaluation.
 //! - [`train`]: the training-loop kit (progress, JSONL metrics, periodic atomic checkpoints, exact
 //!   resume, NaN/inf guard).
 //! - [`checkpoint`]: strict safetensors checkpoints with metadata and the [`checkpoint::ZooModel`] trait.
@@ -21,6 +21,7 @@
 pub mod atomic;
 pub mod checkpoint;
 mod device;
+pub mod ema;
 pub mod gradcheck;
 pub mod hub;
 pub mod init;

@@ -90,6 +90,32 @@ impl TrainingState {
         opt.load_state(&OptimizerState { meta, tensors }).with_context(|| format!("cannot restore optimiser '{name}'"))
     }
 
+    /// Stores named tensors under `key` (e.g. a moving average of some weights).
+    pub fn put_tensors(&mut self, key: &str, tensors: &[(String, Tensor)]) -> Result<()> {
+        let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+        self.put(&format!("tensors.{key}"), &names)?;
+        for (name, t) in tensors {
+            self.tensors.insert(format!("tensors.{key}.{name}"), t.clone());
+        }
+        Ok(())
+    }
+
+    /// Reads back the tensors stored with [`TrainingState::put_tensors`], in their stored order.
+    pub fn get_tensors(&self, key: &str) -> Result<Vec<(String, Tensor)>> {
+        let names: Vec<String> = self.get(&format!("tensors.{key}"))?;
+        names
+            .into_iter()
+            .map(|n| {
+                let t = self
+                    .tensors
+                    .get(&format!("tensors.{key}.{n}"))
+                    .with_context(|| format!("training state lacks tensor '{n}' of '{key}'"))?
+                    .clone();
+                Ok((n, t))
+            })
+            .collect()
+    }
+
     /// Writes the state atomically, recording the step it belongs to.
     pub fn save(&self, path: &Path, family: &str, step: u64) -> Result<()> {
         let mut meta = CheckpointMeta::new(family, &serde_json::Value::Object(self.json.clone()))?;

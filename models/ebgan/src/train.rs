@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use zoo_core::checkpoint::{Checkpoint, SaveOptions};
+use zoo_core::ema::Ema;
 use zoo_core::optim::{named_vars, Adam, AdamConfig, Optimizer};
 use zoo_core::train::{Metrics, TrainTask, TrainingState};
 use zoo_core::ZooRng;
@@ -33,18 +34,23 @@ pub struct TrainConfig {
     pub beta1: f64,
     /// Seed of initialisation, data order and latents.
     pub seed: u64,
+    /// Decay of an exponential moving average of the generator's weights ([`Ema`]), e.g. 0.999;
+    /// when set, sample grids, judge scores and [`Trainer::finish`] use the averaged generator.
+    /// `None` (and recipes written before this field) train without one.
+    #[serde(default)]
+    pub ema: Option<f64>,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { batch_size: 64, lr_g: 2e-4, lr_d: 2e-4, beta1: 0.5, seed: 0 }
+        Self { batch_size: 64, lr_g: 2e-4, lr_d: 2e-4, beta1: 0.5, seed: 0, ema: None }
     }
 }
 
 impl TrainConfig {
     /// The InfoGAN authors' MNIST recipe: batch 128, Adam beta1 0.5, G at 1e-3, D (and Q) at 2e-4.
     pub fn infogan(seed: u64) -> Self {
-        Self { batch_size: 128, lr_g: 1e-3, lr_d: 2e-4, beta1: 0.5, seed }
+        Self { batch_size: 128, lr_g: 1e-3, lr_d: 2e-4, beta1: 0.5, seed, ema: None }
     }
 }
 
@@ -85,6 +91,7 @@ pub struct Trainer<M: Adversarial> {
     latent_rng: ZooRng,
     dev: Device,
     monitor: Option<Monitor>,
+    ema: Option<Ema>,
 }
 
 impl<M: Adversarial> Trainer<M> {
@@ -96,6 +103,7 @@ impl<M: Adversarial> Trainer<M> {
         let opt_g = Adam::new(named_vars(model.varmap(), "generator."), adam(cfg.lr_g))?;
         let opt_d = Adam::new(named_vars(model.varmap(), "discriminator."), adam(cfg.lr_d))?;
         let batcher = Batcher::new(data.len(), cfg.batch_size, cfg.seed, true)?;
+        let ema = cfg.ema.map(|d| Ema::new(model.varmap(), "generator.", d)).transpose()?;
         Ok(Self {
             latent_rng: ZooRng::derive(cfg.seed, "latents"),
             model,
@@ -106,6 +114,7 @@ impl<M: Adversarial> Trainer<M> {
             opt_d,
             dev: dev.clone(),
             monitor: None,
+            ema,
         })
     }
 
@@ -113,6 +122,26 @@ impl<M: Adversarial> Trainer<M> {
     pub fn with_monitor(mut self, monitor: Monitor) -> Self {
         self.monitor = Some(monitor);
         self
+    }
+
+    /// The trained model, its generator replaced by the moving average when the recipe keeps one.
+    pub fn finish(mut self) -> Result<M> {
+        if let Some(ema) = &mut self.ema {
+            ema.swap()?;
+        }
+        Ok(self.model)
+    }
+
+    /// Runs `f` on the model as it is evaluated: with the averaged generator when there is one.
+    fn evaluated<T>(&mut self, f: impl FnOnce(&M, &Device) -> Result<T>) -> Result<T> {
+        if let Some(ema) = &mut self.ema {
+            ema.swap()?;
+        }
+        let out = f(&self.model, &self.dev);
+        if let Some(ema) = &mut self.ema {
+            ema.swap()?;
+        }
+        out
     }
 
     /// Optimisation steps in `epochs` passes over the data.
@@ -137,6 +166,9 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
         self.opt_d.step(&l_d.backward()?)?;
         let (l_g, g_metrics) = self.model.generator_loss(&batch, &fake)?;
         self.opt_g.step(&l_g.backward()?)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update()?;
+        }
         metrics.extend(g_metrics);
         Ok(metrics)
     }
@@ -152,16 +184,24 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
         s.put_rng("latents", &self.latent_rng)?;
         s.put("batcher", &self.batcher.position())?;
         s.put("recipe", &self.cfg)?;
+        if let Some(ema) = &self.ema {
+            ema.save_state(&mut s, "ema.generator")?;
+        }
         Ok(s)
     }
 
     fn on_checkpoint(&mut self, step: u64, run_dir: &Path) -> Result<()> {
-        // The same 64 latents at every checkpoint, so the grids show the generator's progress.
-        let mut rng = ZooRng::derive(self.cfg.seed, "sample-grid");
-        let samples = self.model.sample(64, &mut rng, &self.dev)?;
-        zoo_eval::picture::save_image_grid(&samples, 8, 2, 2, &run_dir.join(format!("samples-{step:06}.png")))?;
-        if let Some(monitor) = &self.monitor {
-            let m = monitor.measure(&self.model, &self.dev)?;
+        let seed = self.cfg.seed;
+        let monitor = self.monitor.take();
+        let result = self.evaluated(|model, dev| {
+            // The same 64 latents at every checkpoint, so the grids show the generator's progress.
+            let samples = model.sample(64, &mut ZooRng::derive(seed, "sample-grid"), dev)?;
+            let grid = run_dir.join(format!("samples-{step:06}.png"));
+            zoo_eval::picture::save_image_grid(&samples, 8, 2, 2, &grid)?;
+            monitor.as_ref().map(|m| m.measure(model, dev)).transpose()
+        });
+        self.monitor = monitor;
+        if let Some(m) = result? {
             let mut line = serde_json::to_value(&m)?;
             line["step"] = step.into();
             let path = run_dir.join("quality.jsonl");
@@ -182,6 +222,11 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
         self.cfg = state.get("recipe")?;
         self.batcher = Batcher::new(self.data.len(), self.cfg.batch_size, self.cfg.seed, true)?;
         self.batcher.set_position(state.get("batcher")?)?;
+        // The average follows the run's recipe too.
+        self.ema = self.cfg.ema.map(|d| Ema::new(self.model.varmap(), "generator.", d)).transpose()?;
+        if let Some(ema) = &mut self.ema {
+            ema.load_state(state, "ema.generator")?;
+        }
         Ok(())
     }
 }
@@ -196,8 +241,12 @@ mod tests {
     use zoo_core::checkpoint::ZooModel;
 
     fn trainer(seed: u64) -> Trainer<Ebgan> {
+        trainer_with(seed, None)
+    }
+
+    fn trainer_with(seed: u64, ema: Option<f64>) -> Trainer<Ebgan> {
         let data = Mnist::bundled_train_subset().unwrap().subset(0..256).unwrap();
-        let cfg = TrainConfig { batch_size: 16, seed, ..Default::default() };
+        let cfg = TrainConfig { batch_size: 16, seed, ema, ..Default::default() };
         Trainer::new(&Config::mnist_conv(), cfg, data, &Device::Cpu).unwrap()
     }
 
@@ -223,5 +272,36 @@ mod tests {
         let mut resumed = trainer(99);
         run(&mut resumed, &LoopConfig { resume: true, ..cfg("b", 4) }).unwrap();
         assert!(weights(&straight) == weights(&resumed), "the resumed run diverged");
+    }
+
+    #[test]
+    fn the_generator_average_resumes_exactly_and_is_what_finish_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            |d: &str| LoopConfig { checkpoint_every: 2, progress: false, ..LoopConfig::new(dir.path().join(d), 4) };
+        let mut straight = trainer_with(5, Some(0.9));
+        run(&mut straight, &cfg("a")).unwrap();
+        let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Values, not tensors: the variables share storage with what varmap_tensors returns.
+        let raw: Vec<(String, Vec<f32>)> =
+            varmap_tensors(straight.model.varmap()).iter().map(|(n, t)| (n.clone(), flat(t))).collect();
+        let mut first = trainer_with(5, Some(0.9));
+        run(&mut first, &LoopConfig { stop_after: Some(2), ..cfg("b") }).unwrap();
+        // A process started without the option still continues the run's own recipe.
+        let mut resumed = trainer_with(77, None);
+        run(&mut resumed, &LoopConfig { resume: true, ..cfg("b") }).unwrap();
+        assert!(weights(&straight) == weights(&resumed), "the resumed run diverged");
+        let averaged = varmap_tensors(straight.finish().unwrap().varmap());
+        let again = varmap_tensors(resumed.finish().unwrap().varmap());
+        let mut generator_changed = false;
+        for (((name, r), (_, a)), (_, b)) in raw.iter().zip(&averaged).zip(&again) {
+            assert_eq!(flat(a), flat(b), "{name}: the resumed average differs");
+            if name.starts_with("generator.") {
+                generator_changed |= *r != flat(a);
+            } else {
+                assert_eq!(*r, flat(a), "{name} is not the generator's but was averaged");
+            }
+        }
+        assert!(generator_changed, "finish() returned the raw generator");
     }
 }
