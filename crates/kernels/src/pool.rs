@@ -132,16 +132,41 @@ impl CustomOp2 for MaxPoolGrad {
 
 /// Max pooling of `x` `[B, C, H, W]` over `k x k` windows with stride `k` (output
 /// `[B, C, H/k, W/k]`, remainder rows and columns dropped, as PyTorch's `max_pool2d(x, k)`).
-/// The CPU path (f32, f64) has a one-pass backward; other devices and dtypes use Candle's op.
+/// The CPU path (f32, f64) has a one-pass backward; other devices and dtypes use
+/// [`max_pool2d_by_reduction`], never Candle's `max_pool2d`, whose backward is wrong.
 pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     if k == 0 || k > h || k > w {
         bail!("max_pool2d: a {k}x{k} window does not fit images of {h}x{w}");
     }
     if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
-        return x.max_pool2d(k);
+        return max_pool2d_by_reduction(x, k);
     }
     x.contiguous()?.apply_op1(MaxPool { b, c, pool: Pool { h, w, k } })
+}
+
+/// The same pooling from Candle's generic ops, for every device: the windows are laid out along
+/// a last dimension of size `k * k`; a mask marks each window's first maximum (row-major, found
+/// with a cumulative sum of the maxima), and the output is the window weighted by that mask, so
+/// the backward gives each window's gradient to its first maximum alone, as the CPU op and
+/// PyTorch do (ties are common: a convolution over blank background gives equal values).
+pub fn max_pool2d_by_reduction(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if k == 0 || k > h || k > w {
+        bail!("max_pool2d: a {k}x{k} window does not fit images of {h}x{w}");
+    }
+    let (oh, ow) = (h / k, w / k);
+    let windows = x
+        .narrow(2, 0, oh * k)?
+        .narrow(3, 0, ow * k)?
+        .reshape((b, c, oh, k, ow, k))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .contiguous()?
+        .reshape((b, c, oh, ow, k * k))?;
+    let detached = windows.detach();
+    let is_max = detached.broadcast_eq(&detached.max_keepdim(4)?)?.to_dtype(x.dtype())?;
+    let first = (&is_max * is_max.cumsum(4)?.eq(1.0)?.to_dtype(x.dtype())?)?;
+    (windows * first)?.sum(4)
 }
 
 #[cfg(test)]
@@ -206,5 +231,25 @@ mod tests {
         let g = max_pool2d(flat.as_tensor(), 2).unwrap().sum_all().unwrap().backward().unwrap();
         assert_eq!(values(g.get(flat.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 0.0]);
         assert!(max_pool2d(flat.as_tensor(), 3).unwrap_err().to_string().contains("does not fit"));
+    }
+
+    #[test]
+    fn the_other_devices_path_agrees_with_the_cpu_op_forward_and_backward() {
+        for (shape, k) in [([2, 3, 8, 8], 2), ([1, 2, 7, 9], 2), ([2, 1, 9, 10], 3)] {
+            let x = Var::from_tensor(&distinct(&shape, DType::F64)).unwrap();
+            let ours = max_pool2d(x.as_tensor(), k).unwrap();
+            let generic = max_pool2d_by_reduction(x.as_tensor(), k).unwrap();
+            assert_eq!(values(&ours), values(&generic), "forward {shape:?} k {k}");
+            let up = distinct(ours.dims(), DType::F64).affine(3.0, 0.25).unwrap();
+            let g1 = ours.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = generic.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (values(g1.get(x.as_tensor()).unwrap()), values(g2.get(x.as_tensor()).unwrap()));
+            assert_eq!(a, b, "backward {shape:?} k {k}");
+        }
+        // A window of equal values: the whole gradient goes to its first element, as on the CPU.
+        let flat = Var::from_tensor(&Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let g = max_pool2d_by_reduction(flat.as_tensor(), 2).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(values(g.get(flat.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 0.0]);
+        assert!(max_pool2d_by_reduction(flat.as_tensor(), 3).unwrap_err().to_string().contains("does not fit"));
     }
 }
