@@ -74,6 +74,10 @@ struct TrainArgs {
     /// ties the categorical code to digit identity more often).
     #[arg(long, default_value_t = 1.0)]
     noise_range: f64,
+    /// D and Q as in the authors' code rather than the zoo's default: leaky ReLU slope 0.01
+    /// instead of 0.2, and D reads [0, 1] pixels instead of [-1, 1] (the paper states neither).
+    #[arg(long)]
+    authors_code: bool,
     /// Generated samples scored by the judge at every checkpoint (0: no scoring).
     #[arg(long, default_value_t = 2000)]
     monitor_samples: usize,
@@ -149,7 +153,7 @@ fn train(a: TrainArgs) -> Result<()> {
         info_weight: a.info_weight,
         continuous_weight: a.continuous_weight,
         noise_range: a.noise_range,
-        ..InfoGanConfig::mnist()
+        ..if a.authors_code { InfoGanConfig::mnist_authors_code() } else { InfoGanConfig::mnist() }
     };
     let data = a.data.load(Split::Train)?;
     let mut trainer =

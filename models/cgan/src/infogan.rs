@@ -13,8 +13,9 @@
 //!   log-likelihood up to a constant). Q is trained with D (its variables are under
 //!   `discriminator.q`), G receives `L_I` through the generated batch.
 //!
-//! D sees pixels mapped to `[-1, 1]` ([`zoo_ebgan::model::to_signed`]), as the zoo's other
-//! discriminators do.
+//! D sees pixels mapped to `[-1, 1]` ([`zoo_ebgan::model::to_signed`]) and its leaky ReLUs have
+//! slope 0.2, as the zoo's other discriminators; the authors' code uses slope 0.01 and `[0, 1]`
+//! pixels, which [`InfoGanConfig::mnist_authors_code`] (`infogan train --authors-code`) selects.
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -28,7 +29,7 @@ use zoo_core::nn::Linear;
 use zoo_core::train::Metrics;
 use zoo_core::ZooRng;
 use zoo_ebgan::adversarial::scalar;
-use zoo_ebgan::model::{bn, leaky_relu, to_signed};
+use zoo_ebgan::model::{bn, to_signed};
 use zoo_ebgan::{Adversarial, Architecture, Batch, Generator};
 
 /// Sizes and loss weights.
@@ -53,10 +54,26 @@ pub struct InfoGanConfig {
     /// noise does, so that the categorical code is more likely to settle on digit identity.
     #[serde(default = "unit_range")]
     pub noise_range: f64,
+    /// Slope of D's and Q's leaky ReLUs: 0.2 (the zoo's default, as in DCGAN ports) or 0.01 (the
+    /// authors' code, prettytensor's default). Configurations written before it read as 0.2.
+    #[serde(default = "dcgan_slope")]
+    pub leaky_slope: f64,
+    /// Whether D sees pixels mapped to `[-1, 1]` (the zoo's default) or the `[0, 1]` pixels the
+    /// generator emits (the authors' code). Configurations written before it read as `true`.
+    #[serde(default = "signed")]
+    pub signed_input: bool,
 }
 
 fn unit_range() -> f64 {
     1.0
+}
+
+fn dcgan_slope() -> f64 {
+    0.2
+}
+
+fn signed() -> bool {
+    true
 }
 
 impl InfoGanConfig {
@@ -71,7 +88,15 @@ impl InfoGanConfig {
             continuous_weight: 1.0,
             image_size: 28,
             noise_range: 1.0,
+            leaky_slope: 0.2,
+            signed_input: true,
         }
+    }
+
+    /// [`InfoGanConfig::mnist`] with the two details of the authors' code that the paper does
+    /// not state: leaky ReLU slope 0.01 and D reading `[0, 1]` pixels.
+    pub fn mnist_authors_code() -> Self {
+        Self { leaky_slope: 0.01, signed_input: false, ..Self::mnist() }
     }
 
     /// All generator inputs: `noise_dim + categories + continuous` (74).
@@ -97,6 +122,8 @@ pub struct AuxDiscriminator {
     q_bn: BatchNorm,
     q_out: Linear,
     categories: usize,
+    slope: f64,
+    signed_input: bool,
 }
 
 /// D's outputs on a batch.
@@ -126,13 +153,25 @@ impl AuxDiscriminator {
             q_bn: bn(128, vb.pp("q.bn"))?,
             q_out: zoo_core::nn::linear(128, categories + continuous, vb.pp("q.out"))?,
             categories,
+            slope: 0.2,
+            signed_input: true,
         })
     }
 
-    /// Both heads on images in `[0, 1]` (mapped to `[-1, 1]` inside).
+    /// The leaky ReLUs' slope (0.2 by default) and whether the input is mapped to `[-1, 1]`
+    /// (by default) or read as `[0, 1]`.
+    pub fn with_input(mut self, slope: f64, signed_input: bool) -> Self {
+        self.slope = slope;
+        self.signed_input = signed_input;
+        self
+    }
+
+    /// Both heads on images in `[0, 1]` (mapped to `[-1, 1]` inside unless configured not to).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<AuxOutputs> {
         let categories = self.categories;
-        let h = leaky_relu(&self.conv1.forward(&to_signed(x)?)?)?;
+        let leaky_relu = |t: &Tensor| zoo_core::nn::leaky_relu(t, self.slope);
+        let x = if self.signed_input { to_signed(x)? } else { x.clone() };
+        let h = leaky_relu(&self.conv1.forward(&x)?)?;
         let h = leaky_relu(&self.bn2.forward_t(&self.conv2.forward(&h)?, train)?)?.flatten_from(1)?;
         let h = leaky_relu(&self.bn_fc.forward_t(&self.fc.forward(&h)?, train)?)?;
         let logits = self.out.forward(&h)?.squeeze(1)?;
@@ -173,6 +212,9 @@ impl ZooModel for InfoGan {
         if cfg.image_size % 4 != 0 || cfg.image_size < 8 {
             bail!("InfoGAN's networks take square images whose side is a multiple of 4, got {}", cfg.image_size);
         }
+        if !(0.0..1.0).contains(&cfg.leaky_slope) {
+            bail!("the leaky ReLU slope must lie in [0, 1), got {}", cfg.leaky_slope);
+        }
         if cfg.categories < 2 {
             bail!("the categorical code needs at least 2 categories, got {}", cfg.categories);
         }
@@ -189,7 +231,8 @@ impl ZooModel for InfoGan {
                 cfg.continuous,
                 cfg.image_size,
                 vb.pp("discriminator"),
-            )?,
+            )?
+            .with_input(cfg.leaky_slope, cfg.signed_input),
             cfg: cfg.clone(),
             varmap,
         })
@@ -316,6 +359,7 @@ impl Adversarial for InfoGan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zoo_core::optim::named_vars;
 
     fn model() -> InfoGan {
         let m = InfoGan::new(&InfoGanConfig::mnist(), &Device::Cpu).unwrap();
@@ -396,5 +440,30 @@ mod tests {
         assert_eq!((d, g), (Vec::<String>::new(), Vec::<String>::new()));
         let names: Vec<String> = m.varmap().data().lock().unwrap().keys().cloned().collect();
         assert!(names.iter().any(|n| n.starts_with("discriminator.q.")), "{names:?}");
+    }
+
+    #[test]
+    fn the_authors_code_variant_changes_d_and_older_configs_read_the_defaults() {
+        let dev = Device::Cpu;
+        let mut old = serde_json::to_value(InfoGanConfig::mnist()).unwrap();
+        old.as_object_mut().unwrap().remove("leaky_slope");
+        old.as_object_mut().unwrap().remove("signed_input");
+        let cfg: InfoGanConfig = serde_json::from_value(old).unwrap();
+        assert_eq!((cfg.leaky_slope, cfg.signed_input), (0.2, true));
+        // The same weights, read with the authors' slope and input range, give other outputs.
+        let ours = model();
+        let theirs = InfoGan::new(&InfoGanConfig::mnist_authors_code(), &dev).unwrap();
+        for ((_, a), (_, b)) in named_vars(ours.varmap(), "").iter().zip(named_vars(theirs.varmap(), "")) {
+            b.set(a.as_tensor()).unwrap();
+        }
+        let x = zoo_data::Mnist::bundled_test_slice().unwrap().batch(&[0, 1, 2, 3], &dev).unwrap().0;
+        let (a, b) =
+            (ours.discriminator.forward_t(&x, false).unwrap(), theirs.discriminator.forward_t(&x, false).unwrap());
+        let diff = (a.logits - b.logits).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff > 1e-3, "the options changed nothing ({diff})");
+        let (d, g) = zoo_ebgan::adversarial::players_without_gradient(&theirs, 8, 1).unwrap();
+        assert_eq!((d, g), (Vec::<String>::new(), Vec::<String>::new()));
+        let bad = InfoGanConfig { leaky_slope: 1.5, ..InfoGanConfig::mnist() };
+        assert!(InfoGan::new(&bad, &dev).err().unwrap().to_string().contains("slope"));
     }
 }
