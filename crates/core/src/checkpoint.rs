@@ -173,6 +173,21 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Refuses a checkpoint whose model configuration differs from `own` (compared after
+    /// parsing, so fields added later with defaults match), e.g. a run resumed with other options.
+    pub fn expect_config<C: DeserializeOwned + Serialize>(&self, own: &C) -> Result<()> {
+        let stored: C = self.config()?;
+        let (stored, own) = (serde_json::to_value(&stored)?, serde_json::to_value(own)?);
+        if stored != own {
+            bail!(
+                "{} holds a model configured as {stored}, but this one is configured as {own}; \
+                 resume with the options the run was started with",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
     /// The stored config, parsed.
     pub fn config<C: DeserializeOwned>(&self) -> Result<C> {
         serde_json::from_value(self.meta.config.clone()).with_context(|| {

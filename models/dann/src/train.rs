@@ -187,6 +187,7 @@ impl<M: Adaptation> TrainTask for DaTrainer<M> {
     fn restore(&mut self, weights: &Path, state: &TrainingState) -> Result<()> {
         let ck = Checkpoint::read(weights, &self.dev)?;
         ck.expect_family(M::FAMILY)?;
+        ck.expect_config(self.model.config())?;
         ck.load_into(self.model.varmap())?;
         state.get_optimizer("sgd", &mut self.opt)?;
         self.cfg = state.get("recipe")?;

@@ -214,6 +214,7 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
     fn restore(&mut self, weights: &Path, state: &TrainingState) -> Result<()> {
         let ck = Checkpoint::read(weights, &self.dev)?;
         ck.expect_family(M::FAMILY)?;
+        ck.expect_config(self.model.config())?;
         ck.load_into(self.model.varmap())?;
         state.get_optimizer("generator", &mut self.opt_g)?;
         state.get_optimizer("discriminator", &mut self.opt_d)?;
@@ -303,5 +304,23 @@ mod tests {
             }
         }
         assert!(generator_changed, "finish() returned the raw generator");
+    }
+
+    #[test]
+    fn resuming_with_another_model_configuration_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lc = LoopConfig { checkpoint_every: 1, progress: false, ..LoopConfig::new(dir.path(), 2) };
+        run(&mut trainer(3), &LoopConfig { stop_after: Some(1), ..lc.clone() }).unwrap();
+        let mut deeper = Config::mnist_conv();
+        if let crate::Architecture::Conv { d_depth, .. } = &mut deeper.architecture {
+            *d_depth = 2;
+        }
+        let data = Mnist::bundled_train_subset().unwrap().subset(0..256).unwrap();
+        let cfg = TrainConfig { batch_size: 16, seed: 3, ..Default::default() };
+        let mut other = Trainer::<Ebgan>::new(&deeper, cfg, data, &Device::Cpu).unwrap();
+        let e = format!("{:#}", run(&mut other, &LoopConfig { resume: true, ..lc.clone() }).unwrap_err());
+        assert!(e.contains("resume with the options the run was started with"), "{e}");
+        // With its own configuration the run continues.
+        run(&mut trainer(3), &LoopConfig { resume: true, ..lc }).unwrap();
     }
 }
