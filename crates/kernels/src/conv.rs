@@ -1,12 +1,15 @@
-//! Convolutions as patch matrices and single large GEMMs.
+//! Convolutions on the CPU as per-image GEMMs (see `conv_cpu`): the forward pass, the input
+//! gradient and the weight gradient are each one GEMM per image on a cache-sized column buffer,
+//! written straight into NCHW tensors. Other devices use Candle's own kernels.
 //!
-//! `conv2d`: `Y' = im2col(x) W^T + b` (a [`crate::linear`]), with `W` viewed as `[O, C*KH*KW]`; backward is then
-//! `dW = dY'^T im2col(x)` (one GEMM), `dx = col2im(dY' W)` (one GEMM plus a scatter-add).
-//! `conv_transpose2d` is the adjoint: `y = col2im(x' W)` with `W` viewed as `[C_in, C_out*KH*KW]`.
+//! `conv2d`: `y = W cols(x) + b`, with `W` viewed as `[O, C*KH*KW]`; backward `dW = sum dy cols(x)^T`,
+//! `dx = col2im(W^T dy)`. `conv_transpose2d` is the adjoint: `y = col2im(W^T x) + b` with `W` viewed
+//! as `[C_in, C_out*KH*KW]`; backward `dW = sum x cols(dy)^T`, `dx = W cols(dy)`.
 
 use candle_core::{bail, DType, Result, Tensor};
 
-use crate::patches::{col2im, im2col, PatchGeometry};
+use crate::conv_cpu::{self, ConvPlan};
+use crate::patches::PatchGeometry;
 
 /// Stride, padding, dilation (equal in both directions) and, for transposed convolutions, the
 /// extra output padding.
@@ -61,10 +64,8 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: ConvParams)
         padding: p.padding,
         dilation: p.dilation,
     };
-    let (oh, ow) = (g.out_h(), g.out_w());
-    // One GEMM with the bias folded in; its backward yields contiguous weight and bias gradients.
-    let y = crate::linear::linear(&im2col(x, g)?, &weight.reshape((o, c * kh * kw))?, bias)?; // [B*OH*OW, O]
-    y.reshape((b, oh * ow, o))?.transpose(1, 2)?.reshape((b, o, oh, ow))
+    g.check()?;
+    conv_cpu::apply(ConvPlan { transposed: false, batch: b, m: o, g }, x, weight, bias)
 }
 
 /// Transposed 2-D convolution of `x` `[B, C_in, H, W]` with `weight` `[C_in, C_out, KH, KW]` plus
@@ -99,11 +100,8 @@ pub fn conv_transpose2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: C
     if g.out_h() != h || g.out_w() != w {
         bail!("conv_transpose2d: inconsistent geometry for input {:?} and {p:?}", x.dims());
     }
-    let xm = x.permute((0, 2, 3, 1))?.reshape((b * h * w, cin))?; // [B*H*W, C_in]
-    let wm = weight.reshape((cin, cout * kh * kw))?;
-    let cols = xm.matmul(&wm)?; // [B*H*W, C_out*KH*KW]
-    let y = col2im(&cols, b, g)?;
-    add_channel_bias(y, bias)
+    g.check()?;
+    conv_cpu::apply(ConvPlan { transposed: true, batch: b, m: cin, g }, x, weight, bias)
 }
 
 #[cfg(test)]
@@ -206,6 +204,44 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn images_grouped_per_gemm_with_a_remainder() {
+        // 8 x 5 x 5 patches over 24 x 24 positions: two images per GEMM, so five images make
+        // groups of two with a remainder of one (on one thread or two).
+        let p = ConvParams { padding: 2, ..Default::default() };
+        compare(false, &[5, 8, 24, 24], &[4, 8, 5, 5], p, DType::F64, 1e-9);
+        compare(true, &[5, 4, 24, 24], &[4, 8, 5, 5], p, DType::F64, 1e-9);
+    }
+
+    #[test]
+    fn weight_gradient_alone_over_a_batch_split_between_threads() {
+        // The input is data (no gradient asked for it); five images are split into groups whose
+        // weight-gradient sums are added at the end.
+        let p = ConvParams { stride: 2, padding: 1, ..Default::default() };
+        for t in [false, true] {
+            let x = rand(&[5, 3, 6, 6], 11, DType::F64);
+            let ws: &[usize] = if t { &[3, 2, 4, 4] } else { &[2, 3, 4, 4] };
+            let w = Var::from_tensor(&rand(ws, 12, DType::F64)).unwrap();
+            let (ours, reference) = if t {
+                (
+                    conv_transpose2d(&x, w.as_tensor(), None, p).unwrap(),
+                    x.conv_transpose2d(w.as_tensor(), p.padding, p.output_padding, p.stride, p.dilation).unwrap(),
+                )
+            } else {
+                (
+                    conv2d(&x, w.as_tensor(), None, p).unwrap(),
+                    x.conv2d(w.as_tensor(), p.padding, p.stride, p.dilation, 1).unwrap(),
+                )
+            };
+            assert!(max_diff(&ours, &reference) < 1e-10, "forward, transposed {t}");
+            let g1 = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = reference.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(g1.get(&x).is_none(), "no gradient for data");
+            let (a, b) = (g1.get(w.as_tensor()).unwrap(), g2.get(w.as_tensor()).unwrap());
+            assert!(max_diff(a, b) < 1e-9, "weight gradient, transposed {t}: {}", max_diff(a, b));
         }
     }
 

@@ -4,10 +4,11 @@
 //! passes. On CUDA and Metal every function here falls back to Candle's own kernels, so results
 //! agree across devices within float tolerance.
 //!
-//! - [`conv2d`] and [`conv_transpose2d`]: convolutions as one `im2col` (or `col2im`) plus one
-//!   large matrix product, so that the forward pass, the input gradient and the weight gradient
-//!   are each a single GEMM (Candle computes the input gradient of a convolution with a direct
-//!   transposed-convolution loop, and the weight gradient as many thin GEMMs).
+//! - [`conv2d`] and [`conv_transpose2d`]: convolutions as GEMMs over small groups of images, on
+//!   column buffers of about a megabyte that stay in cache; the forward pass, the input gradient
+//!   and the weight gradient are each one GEMM per group, written straight into NCHW tensors
+//!   (Candle computes the input gradient of a convolution with a direct transposed-convolution
+//!   loop, and the weight gradient as many thin GEMMs).
 //! - [`linear`]: a fully connected layer as one op, forward one GEMM and backward three, every
 //!   gradient contiguous (Candle's composed version hands the weight a transposed gradient that
 //!   is accumulated in strided order, and sums the bias gradient with a scalar loop).
@@ -25,6 +26,7 @@
 mod activation;
 mod adam;
 mod conv;
+mod conv_cpu;
 mod linear;
 mod norm;
 mod patches;

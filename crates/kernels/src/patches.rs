@@ -44,7 +44,7 @@ impl PatchGeometry {
     pub fn patch_len(&self) -> usize {
         self.channels * self.kernel_h * self.kernel_w
     }
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.stride == 0 || self.dilation == 0 || self.kernel_h == 0 || self.kernel_w == 0 {
             bail!("patch geometry needs positive stride, dilation and kernel size: {self:?}");
         }

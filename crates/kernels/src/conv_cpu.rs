@@ -1,0 +1,560 @@
+//! The CPU convolutions: one image at a time, each a GEMM on a cache-sized column buffer.
+//!
+//! A convolution and its transpose share one picture. The *image side* is a tensor
+//! `[C, H, W]` whose patches are read (`im2col`) or written (`col2im`); the *column side* is a
+//! tensor `[M, P]` with one column per patch position (`P = OH * OW`); the weight is `W [M, CK]`
+//! with `CK = C * KH * KW` (rows `(c, ki, kj)`), which is both PyTorch's `[O, C, KH, KW]`
+//! convolution weight and its `[C_in, C_out, KH, KW]` transposed-convolution weight.
+//!
+//! - convolution: image side = input, column side = output: `y = W cols(x)`;
+//!   backward `dW = sum_b dy cols(x)^T`, `dx = col2im(W^T dy)`.
+//! - transposed convolution: column side = input, image side = output: `y = col2im(W^T x)`;
+//!   backward `dW = sum_b x cols(dy)^T`, `dx = W cols(dy)` (the same columns).
+//!
+//! Per image the column buffer is `CK x P` (for a 32 -> 64 channel 5x5 convolution on 14x14,
+//! 627 KB): it stays in the core's cache, outputs are written in NCHW order directly, and no
+//! batch-sized patch matrix is ever allocated. Threads take whole groups of images; a group keeps
+//! its own weight-gradient sum, and the sums are added at the end. A batch of one image lets the
+//! GEMM itself use the threads instead.
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::patches::PatchGeometry;
+use crate::util::contiguous;
+
+/// The range of output columns `x` in `0..ow` whose source column `x * stride + off` lies in
+/// `0..w`.
+#[inline]
+fn valid_columns(ow: usize, stride: usize, off: isize, w: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let x0 = if off >= 0 { 0 } else { ((-off) + s - 1) / s } as usize;
+    let room = w as isize - off;
+    let x1 = if room <= 0 { 0 } else { ((room + s - 1) / s) as usize };
+    let x1 = x1.min(ow);
+    (x0.min(x1), x1)
+}
+
+/// Source row of output row `y` and kernel row `ki`, if inside the image.
+#[inline]
+fn source_row(y: usize, ki: usize, g: &PatchGeometry) -> Option<usize> {
+    let i = (y * g.stride + ki * g.dilation) as isize - g.padding as isize;
+    (i >= 0 && (i as usize) < g.height).then_some(i as usize)
+}
+
+/// Writes the columns `[CK, P]` of one image `[C, H, W]` (padding as zeros); row `r` starts at
+/// `cols[r * rs]`.
+fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], rs: usize) {
+    let (oh, ow, p) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
+    let (h, w) = (g.height, g.width);
+    let mut r = 0;
+    for c in 0..g.channels {
+        let plane = &img[c * h * w..(c + 1) * h * w];
+        for ki in 0..g.kernel_h {
+            for kj in 0..g.kernel_w {
+                let off = (kj * g.dilation) as isize - g.padding as isize;
+                let (x0, x1) = valid_columns(ow, g.stride, off, w);
+                let row = &mut cols[r * rs..r * rs + p];
+                for y in 0..oh {
+                    let out = &mut row[y * ow..(y + 1) * ow];
+                    let Some(iy) = source_row(y, ki, g) else {
+                        out.fill(T::zero());
+                        continue;
+                    };
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    out[..x0].fill(T::zero());
+                    out[x1..].fill(T::zero());
+                    if g.stride == 1 {
+                        let s0 = (x0 as isize + off) as usize;
+                        out[x0..x1].copy_from_slice(&src[s0..s0 + (x1 - x0)]);
+                    } else {
+                        for (x, o) in out.iter_mut().enumerate().take(x1).skip(x0) {
+                            *o = src[((x * g.stride) as isize + off) as usize];
+                        }
+                    }
+                }
+                r += 1;
+            }
+        }
+    }
+}
+
+/// Adds the columns `[CK, P]` (row `r` at `cols[r * rs]`) back into one image `[C, H, W]` (the
+/// adjoint of [`image_to_columns`]).
+fn columns_to_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T], rs: usize) {
+    let (oh, ow, p) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
+    let (h, w) = (g.height, g.width);
+    let mut r = 0;
+    for c in 0..g.channels {
+        let plane = &mut img[c * h * w..(c + 1) * h * w];
+        for ki in 0..g.kernel_h {
+            for kj in 0..g.kernel_w {
+                let off = (kj * g.dilation) as isize - g.padding as isize;
+                let (x0, x1) = valid_columns(ow, g.stride, off, w);
+                let row = &cols[r * rs..r * rs + p];
+                for y in 0..oh {
+                    let Some(iy) = source_row(y, ki, g) else { continue };
+                    let src = &row[y * ow..(y + 1) * ow];
+                    let dst = &mut plane[iy * w..(iy + 1) * w];
+                    if g.stride == 1 {
+                        let d0 = (x0 as isize + off) as usize;
+                        for (d, s) in dst[d0..d0 + (x1 - x0)].iter_mut().zip(&src[x0..x1]) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (x, s) in src.iter().enumerate().take(x1).skip(x0) {
+                            dst[((x * g.stride) as isize + off) as usize] += *s;
+                        }
+                    }
+                }
+                r += 1;
+            }
+        }
+    }
+}
+
+/// A row-major matrix operand: element `(i, j)` at `ptr[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<T> {
+    ptr: *const T,
+    rs: isize,
+    cs: isize,
+}
+
+impl<T> Mat<T> {
+    /// The row-major `rows x cols` matrix in `s`.
+    fn of(s: &[T], cols: usize) -> Self {
+        Self { ptr: s.as_ptr(), rs: cols as isize, cs: 1 }
+    }
+    /// The transpose of the row-major matrix with `cols` columns in `s`.
+    fn t(s: &[T], cols: usize) -> Self {
+        Self { ptr: s.as_ptr(), rs: 1, cs: cols as isize }
+    }
+}
+
+/// `dst [m, n] (row-major) = (accumulate ? dst : 0) + a [m, k] b [k, n]`.
+///
+/// The callers pass operands that cover exactly the sizes named (checked by debug assertions on
+/// the slices they come from).
+fn gemm_into<T: WithDType>(
+    dst: &mut [T],
+    (m, n, k): (usize, usize, usize),
+    a: Mat<T>,
+    b: Mat<T>,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    debug_assert!(dst.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::zero());
+        }
+        return;
+    }
+    // SAFETY: `dst` holds `m * n` elements in row-major order (row stride n); `a` and `b` were
+    // built by `Mat::of` / `Mat::t` from slices of at least `m * k` and `k * n` elements with
+    // the strides of those shapes.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Elements of column buffer per GEMM (about a megabyte of f32) below which images are grouped.
+const COLUMN_BUDGET: usize = 1 << 18;
+
+/// `dst [M, n*P] <- src [n, M, P]`: the images' rows side by side.
+fn gather<T: WithDType>(src: &[T], m: usize, p: usize, dst: &mut [T]) {
+    let n = src.len() / (m * p);
+    for (j, img) in src.chunks(m * p).enumerate() {
+        for (r, row) in img.chunks(p).enumerate() {
+            dst[r * n * p + j * p..][..p].copy_from_slice(row);
+        }
+    }
+}
+
+/// `dst [n, M, P] <- src [M, n*P]` (the inverse of [`gather`]), plus `bias[r]` on row `r` when
+/// given.
+fn scatter<T: WithDType>(src: &[T], m: usize, p: usize, dst: &mut [T], bias: Option<&[T]>) {
+    let n = dst.len() / (m * p);
+    for (j, img) in dst.chunks_mut(m * p).enumerate() {
+        for (r, row) in img.chunks_mut(p).enumerate() {
+            let from = &src[r * n * p + j * p..][..p];
+            match bias {
+                Some(b) => {
+                    for (d, s) in row.iter_mut().zip(from) {
+                        *d = *s + b[r];
+                    }
+                }
+                None => row.copy_from_slice(from),
+            }
+        }
+    }
+}
+
+/// Which convolution, and its sizes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvPlan {
+    /// `false`: convolution (input on the image side); `true`: transposed.
+    pub transposed: bool,
+    /// Images in the batch.
+    pub batch: usize,
+    /// Rows `M` of the weight (output channels of a convolution, input channels of a transpose).
+    pub m: usize,
+    /// The image side's geometry.
+    pub g: PatchGeometry,
+}
+
+impl ConvPlan {
+    fn p(&self) -> usize {
+        self.g.out_h() * self.g.out_w()
+    }
+    fn ck(&self) -> usize {
+        self.g.patch_len()
+    }
+    /// Elements of one image-side image and one column-side image.
+    fn image_len(&self) -> usize {
+        self.g.channels * self.g.height * self.g.width
+    }
+    fn column_len(&self) -> usize {
+        self.m * self.p()
+    }
+    fn input_len(&self) -> usize {
+        if self.transposed {
+            self.column_len()
+        } else {
+            self.image_len()
+        }
+    }
+    fn output_len(&self) -> usize {
+        if self.transposed {
+            self.image_len()
+        } else {
+            self.column_len()
+        }
+    }
+    fn output_shape(&self) -> Shape {
+        let g = &self.g;
+        if self.transposed {
+            Shape::from((self.batch, g.channels, g.height, g.width))
+        } else {
+            Shape::from((self.batch, self.m, g.out_h(), g.out_w()))
+        }
+    }
+    /// Images per thread, images per GEMM, and the GEMMs' own parallelism.
+    fn split(&self) -> (usize, usize, Parallelism) {
+        let threads = rayon::current_num_threads().max(1);
+        let per = self.batch.div_ceil(threads).max(1);
+        // Several images share one GEMM (the weight is packed once for all of them) while their
+        // columns stay within about a megabyte.
+        let nb = (COLUMN_BUDGET / (self.ck() * self.p()).max(1)).clamp(1, per);
+        let par = if self.batch == 1 && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        (per, nb, par)
+    }
+
+    /// The forward pass for one batch: input `[B, ...]`, weight `[M, CK]`, optional bias (one
+    /// value per output channel).
+    fn forward<T: WithDType>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+        let (p, ck, m) = (self.p(), self.ck(), self.m);
+        let (il, ol) = (self.input_len(), self.output_len());
+        let mut y = vec![T::zero(); self.batch * ol];
+        let (per, nb, par) = self.split();
+        y.par_chunks_mut(per * ol).enumerate().for_each(|(gi, ys)| {
+            let mut cols = vec![T::zero(); ck * nb * p];
+            let mut side = vec![T::zero(); m * nb * p];
+            let xs = &x[gi * per * il..][..ys.len() / ol * il];
+            for (xg, yg) in xs.chunks(nb * il).zip(ys.chunks_mut(nb * ol)) {
+                let n = xg.len() / il;
+                let rs = n * p;
+                if self.transposed {
+                    // y = col2im(W^T x) (+ bias on every pixel of its channel).
+                    gather(xg, m, p, &mut side);
+                    gemm_into(&mut cols, (ck, rs, m), Mat::t(w, ck), Mat::of(&side, rs), false, par);
+                    for (j, yb) in yg.chunks_mut(ol).enumerate() {
+                        if let Some(b) = bias {
+                            let plane = self.g.height * self.g.width;
+                            for (c, yc) in yb.chunks_mut(plane).enumerate() {
+                                yc.fill(b[c]);
+                            }
+                        }
+                        columns_to_image(&cols[j * p..], &self.g, yb, rs);
+                    }
+                } else {
+                    // y = W cols(x) (+ bias on every column of its row).
+                    for (j, xb) in xg.chunks(il).enumerate() {
+                        image_to_columns(xb, &self.g, &mut cols[j * p..], rs);
+                    }
+                    gemm_into(&mut side, (m, rs, ck), Mat::of(w, ck), Mat::of(&cols, rs), false, par);
+                    scatter(&side, m, p, yg, bias);
+                }
+            }
+        });
+        y
+    }
+
+    /// The backward pass: from the input, the weight and the output's gradient, the input's
+    /// gradient (when `need_dx`), the weight's `[M, CK]` and the bias's (one per output channel).
+    fn backward<T: WithDType>(&self, x: &[T], w: &[T], dy: &[T], need_dx: bool) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let (p, ck, m) = (self.p(), self.ck(), self.m);
+        let (il, ol) = (self.input_len(), self.output_len());
+        let nbias = if self.transposed { self.g.channels } else { m };
+        let mut dx = if need_dx { vec![T::zero(); self.batch * il] } else { Vec::new() };
+        let (per, nb, par) = self.split();
+        let groups = self.batch.div_ceil(per);
+        let mut dx_parts: Vec<&mut [T]> = if need_dx { dx.chunks_mut(per * il).collect() } else { Vec::new() };
+        dx_parts.resize_with(groups, || &mut []);
+        let sums = dx_parts
+            .into_par_iter()
+            .enumerate()
+            .map(|(gi, dxs)| {
+                let mut dw = vec![T::zero(); m * ck];
+                let mut db = vec![T::zero(); nbias];
+                let mut cols = vec![T::zero(); ck * nb * p];
+                let mut side = vec![T::zero(); m * nb * p];
+                let first = gi * per;
+                let count = per.min(self.batch - first);
+                let mut start = 0;
+                while start < count {
+                    let n = nb.min(count - start);
+                    let rs = n * p;
+                    let xg = &x[(first + start) * il..][..n * il];
+                    let dyg = &dy[(first + start) * ol..][..n * ol];
+                    // Column side [M, n*P] and image side of these images, for the weight gradient.
+                    let (colside, imgside) = if self.transposed { (xg, dyg) } else { (dyg, xg) };
+                    gather(colside, m, p, &mut side);
+                    let img_len = self.image_len();
+                    for (j, img) in imgside.chunks(img_len).enumerate() {
+                        image_to_columns(img, &self.g, &mut cols[j * p..], rs);
+                    }
+                    gemm_into(&mut dw, (m, ck, rs), Mat::of(&side, rs), Mat::t(&cols, rs), true, par);
+                    let chunk = if self.transposed { self.g.height * self.g.width } else { p };
+                    for (i, row) in dyg.chunks(chunk).enumerate() {
+                        let mut s = T::zero();
+                        for v in row {
+                            s += *v;
+                        }
+                        db[i % nbias] += s;
+                    }
+                    if need_dx {
+                        let dxg = &mut dxs[start * il..(start + n) * il];
+                        if self.transposed {
+                            // dx = W cols(dy): the columns just made.
+                            gemm_into(&mut side, (m, rs, ck), Mat::of(w, ck), Mat::of(&cols, rs), false, par);
+                            scatter(&side, m, p, dxg, None);
+                        } else {
+                            // dx = col2im(W^T dy).
+                            gemm_into(&mut cols, (ck, rs, m), Mat::t(w, ck), Mat::of(&side, rs), false, par);
+                            for (j, dxb) in dxg.chunks_mut(il).enumerate() {
+                                columns_to_image(&cols[j * p..], &self.g, dxb, rs);
+                            }
+                        }
+                    }
+                    start += n;
+                }
+                (dw, db)
+            })
+            .reduce_with(|(mut dw, mut db), (dw2, db2)| {
+                for (a, b) in dw.iter_mut().zip(&dw2) {
+                    *a += *b;
+                }
+                for (a, b) in db.iter_mut().zip(&db2) {
+                    *a += *b;
+                }
+                (dw, db)
+            });
+        let (dw, db) = sums.unwrap_or_else(|| (vec![T::zero(); m * ck], vec![T::zero(); nbias]));
+        (dx, dw, db)
+    }
+
+    fn check(&self, x: &Layout, w: &Layout) -> Result<()> {
+        if x.shape().elem_count() != self.batch * self.input_len() || w.shape().elem_count() != self.m * self.ck() {
+            bail!("convolution: input {:?} or weight {:?} does not match {self:?}", x.dims(), w.dims());
+        }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.check(x.1, w.1)?;
+        fn typed<T: WithDType>(
+            plan: &ConvPlan,
+            (xs, xl): (&CpuStorage, &Layout),
+            (ws, wl): (&CpuStorage, &Layout),
+            b: Option<(&CpuStorage, &Layout)>,
+        ) -> Result<Vec<T>> {
+            let what = "convolution";
+            let bias = b.map(|(s, l)| contiguous::<T>(s, l, what)).transpose()?;
+            Ok(plan.forward(contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, bias))
+        }
+        let out = match (x.0, w.0) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(typed(self, x, w, b)?),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(typed(self, x, w, b)?),
+            _ => bail!("the CPU convolution supports f32 and f64 (input and weight of one dtype) only"),
+        };
+        Ok((out, self.output_shape()))
+    }
+
+    /// The gradients of input, weight and bias, as tensors shaped like them.
+    fn grads(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let need_dx = x.track_op();
+        let packed = x.detach().apply_op3_no_bwd(
+            &w.detach(),
+            &grad.detach().contiguous()?,
+            &ConvBackward { plan: *self, need_dx },
+        )?;
+        let (nx, nw) = (if need_dx { self.batch * self.input_len() } else { 0 }, self.m * self.ck());
+        let nb = packed.elem_count() - nx - nw;
+        let dx = if need_dx { Some(packed.narrow(0, 0, nx)?.reshape(x.shape())?) } else { None };
+        let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
+        let db = packed.narrow(0, nx + nw, nb)?;
+        Ok((dx, dw, db))
+    }
+}
+
+/// The backward pass as one op: input, weight and output gradient in; the input's, weight's
+/// and bias's gradients out, packed one after the other in a flat tensor.
+struct ConvBackward {
+    plan: ConvPlan,
+    need_dx: bool,
+}
+
+impl CustomOp3 for ConvBackward {
+    fn name(&self) -> &'static str {
+        "zoo-conv-backward"
+    }
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.plan.check(xl, wl)?;
+        fn typed<T: WithDType>(
+            op: &ConvBackward,
+            (xs, xl): (&CpuStorage, &Layout),
+            (ws, wl): (&CpuStorage, &Layout),
+            (gs, gl): (&CpuStorage, &Layout),
+        ) -> Result<Vec<T>> {
+            let what = "convolution backward";
+            let (x, w, g) = (contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, contiguous(gs, gl, what)?);
+            let (mut dx, dw, db) = op.plan.backward(x, w, g, op.need_dx);
+            dx.extend_from_slice(&dw);
+            dx.extend_from_slice(&db);
+            Ok(dx)
+        }
+        let (x, w, g) = ((xs, xl), (ws, wl), (gs, gl));
+        let out = match (xs, ws, gs) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(typed(self, x, w, g)?),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(typed(self, x, w, g)?),
+            _ => bail!("the CPU convolution supports f32 and f64 (all of one dtype) only"),
+        };
+        let n = match &out {
+            CpuStorage::F32(v) => v.len(),
+            CpuStorage::F64(v) => v.len(),
+            _ => 0,
+        };
+        Ok((out, Shape::from(n)))
+    }
+}
+
+/// The convolution without a bias.
+pub(crate) struct ConvNoBias(pub ConvPlan);
+/// The convolution with a bias.
+pub(crate) struct ConvBias(pub ConvPlan);
+
+impl CustomOp2 for ConvNoBias {
+    fn name(&self) -> &'static str {
+        "zoo-conv"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.0.run((s1, l1), (s2, l2), None)
+    }
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.0.grads(x, w, grad)?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+impl CustomOp3 for ConvBias {
+    fn name(&self) -> &'static str {
+        "zoo-conv-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.0.run((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.0.grads(x, w, grad)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// Applies the planned convolution to contiguous `x` and `weight` (and `bias`).
+pub(crate) fn apply(plan: ConvPlan, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (x, w) = (x.contiguous()?, weight.contiguous()?);
+    match bias {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, ConvBias(plan)),
+        None => x.apply_op2(&w, ConvNoBias(plan)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_columns_cover_exactly_the_inside() {
+        for (ow, stride, off, w) in [(8, 1, -2, 8), (4, 2, -1, 7), (5, 3, 2, 9), (3, 1, 5, 4), (6, 2, -9, 3)] {
+            let (x0, x1) = valid_columns(ow, stride, off, w);
+            for x in 0..ow {
+                let src = (x * stride) as isize + off;
+                let inside = src >= 0 && src < w as isize;
+                assert_eq!(inside, (x0..x1).contains(&x), "ow {ow} stride {stride} off {off} w {w} x {x}");
+            }
+        }
+    }
+}
