@@ -39,4 +39,4 @@ pub use conv::{conv2d, conv_transpose2d, ConvParams};
 pub use linear::linear;
 pub use norm::batch_norm_train;
 pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
-pub use pool::max_pool2d;
+pub use pool::{max_pool2d, max_pool2d_by_reduction};

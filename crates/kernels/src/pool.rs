@@ -24,6 +24,13 @@ fn is_nan<T: PartialOrd>(v: T) -> bool {
     v.partial_cmp(&v).is_none()
 }
 
+/// Whether `v`, met after `best` in row-major order, becomes the window's maximum: when larger,
+/// or as the first NaN (NaN propagates as the maximum, as in PyTorch); ties keep the first.
+#[inline]
+fn beats<T: PartialOrd + Copy>(v: T, best: T) -> bool {
+    v > best || (is_nan(v) && !is_nan(best))
+}
+
 /// Geometry of one pooling: input planes `h x w`, windows `k x k`, output `h/k x w/k` (floor).
 #[derive(Debug, Clone, Copy)]
 struct Pool {
@@ -37,7 +44,8 @@ impl Pool {
         (self.h / self.k, self.w / self.k)
     }
 
-    /// Offset (in the plane) of the first maximum of window `(oy, ox)`.
+    /// Offset (in the plane) of the first maximum of window `(oy, ox)` (the general window; 2x2
+    /// windows take an unrolled path with the same rule, [`beats`]).
     #[inline]
     fn argmax<T: PartialOrd + Copy>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
         let mut best = (oy * self.k) * self.w + ox * self.k;
@@ -45,7 +53,7 @@ impl Pool {
             let row = (oy * self.k + dy) * self.w + ox * self.k;
             for i in row..row + self.k {
                 // NaN propagates as the maximum, as in PyTorch.
-                if plane[i] > plane[best] || (is_nan(plane[i]) && !is_nan(plane[best])) {
+                if beats(plane[i], plane[best]) {
                     best = i;
                 }
             }
@@ -58,6 +66,18 @@ impl Pool {
         let plane_in = self.h * self.w;
         let mut out = vec![T::default(); x.len() / plane_in * oh * ow];
         out.par_chunks_mut(oh * ow).zip(x.par_chunks(plane_in)).for_each(|(o, plane)| {
+            if self.k == 2 {
+                // The common 2x2 window, unrolled: the four values in row-major order.
+                for (oy, orow) in o.chunks_mut(ow).enumerate() {
+                    let r0 = &plane[2 * oy * self.w..][..2 * ow];
+                    let r1 = &plane[(2 * oy + 1) * self.w..][..2 * ow];
+                    for (ox, v) in orow.iter_mut().enumerate() {
+                        let (a, b) = (&r0[2 * ox..2 * ox + 2], &r1[2 * ox..2 * ox + 2]);
+                        *v = [a[1], b[0], b[1]].into_iter().fold(a[0], |m, v| if beats(v, m) { v } else { m });
+                    }
+                }
+                return;
+            }
             for oy in 0..oh {
                 for ox in 0..ow {
                     o[oy * ow + ox] = plane[self.argmax(plane, oy, ox)];
@@ -73,6 +93,18 @@ impl Pool {
         let mut out = vec![T::default(); x.len()];
         out.par_chunks_mut(plane_in).zip(x.par_chunks(plane_in)).zip(grad.par_chunks(oh * ow)).for_each(
             |((o, plane), g)| {
+                if self.k == 2 {
+                    for (oy, grow) in g.chunks(ow).enumerate() {
+                        let (i0, i1) = (2 * oy * self.w, (2 * oy + 1) * self.w);
+                        for (ox, gv) in grow.iter().enumerate() {
+                            let cands = [i0 + 2 * ox, i0 + 2 * ox + 1, i1 + 2 * ox, i1 + 2 * ox + 1];
+                            let best =
+                                cands[1..].iter().fold(cands[0], |m, &i| if beats(plane[i], plane[m]) { i } else { m });
+                            o[best] = *gv;
+                        }
+                    }
+                    return;
+                }
                 for oy in 0..oh {
                     for ox in 0..ow {
                         o[self.argmax(plane, oy, ox)] = g[oy * ow + ox];
@@ -231,6 +263,32 @@ mod tests {
         let g = max_pool2d(flat.as_tensor(), 2).unwrap().sum_all().unwrap().backward().unwrap();
         assert_eq!(values(g.get(flat.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 0.0]);
         assert!(max_pool2d(flat.as_tensor(), 3).unwrap_err().to_string().contains("does not fit"));
+    }
+
+    #[test]
+    fn nan_is_the_maximum_and_ties_go_first_in_both_window_paths() {
+        // 2x2 windows take the unrolled path, 3x3 the general one; the rule is the same.
+        for k in [2usize, 3] {
+            let mut v = vec![0.0f32; k * k];
+            v[1] = f32::NAN;
+            v[k * k - 1] = f32::NAN;
+            v[2] = 5.0;
+            let x = Var::from_tensor(&Tensor::from_vec(v, (1, 1, k, k), &Device::Cpu).unwrap()).unwrap();
+            let y = max_pool2d(x.as_tensor(), k).unwrap();
+            assert!(values(&y)[0].is_nan(), "k {k}");
+            let grads = y.sum_all().unwrap().backward().unwrap();
+            let gx = values(grads.get(x.as_tensor()).unwrap());
+            assert_eq!(gx.iter().position(|&u| u != 0.0), Some(1), "k {k}: {gx:?}");
+            let ties = Var::from_tensor(
+                &Tensor::from_vec(vec![2.0f32, 7.0, 7.0, 1.0, 7.0, 0.0, 0.0, 0.0, 0.0], (1, 1, 3, 3), &Device::Cpu)
+                    .unwrap(),
+            )
+            .unwrap();
+            let t = ties.as_tensor().narrow(2, 0, k).unwrap().narrow(3, 0, k).unwrap();
+            let grads = max_pool2d(&t, k).unwrap().sum_all().unwrap().backward().unwrap();
+            let gt = values(grads.get(ties.as_tensor()).unwrap());
+            assert_eq!(gt.iter().position(|&u| u != 0.0), Some(1), "k {k}: {gt:?}");
+        }
     }
 
     #[test]
