@@ -65,12 +65,13 @@ fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], 
                     let src = &plane[iy * w..(iy + 1) * w];
                     out[..x0].fill(T::zero());
                     out[x1..].fill(T::zero());
+                    // The first source column of the valid range; the rest follow `stride` apart.
+                    let s0 = ((x0 * g.stride) as isize + off) as usize;
                     if g.stride == 1 {
-                        let s0 = (x0 as isize + off) as usize;
                         out[x0..x1].copy_from_slice(&src[s0..s0 + (x1 - x0)]);
                     } else {
-                        for (x, o) in out.iter_mut().enumerate().take(x1).skip(x0) {
-                            *o = src[((x * g.stride) as isize + off) as usize];
+                        for (o, v) in out[x0..x1].iter_mut().zip(src[s0..].iter().step_by(g.stride)) {
+                            *o = *v;
                         }
                     }
                 }
@@ -97,14 +98,14 @@ fn columns_to_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T], 
                     let Some(iy) = source_row(y, ki, g) else { continue };
                     let src = &row[y * ow..(y + 1) * ow];
                     let dst = &mut plane[iy * w..(iy + 1) * w];
+                    let d0 = ((x0 * g.stride) as isize + off) as usize;
                     if g.stride == 1 {
-                        let d0 = (x0 as isize + off) as usize;
                         for (d, s) in dst[d0..d0 + (x1 - x0)].iter_mut().zip(&src[x0..x1]) {
                             *d += *s;
                         }
                     } else {
-                        for (x, s) in src.iter().enumerate().take(x1).skip(x0) {
-                            dst[((x * g.stride) as isize + off) as usize] += *s;
+                        for (d, s) in dst[d0..].iter_mut().step_by(g.stride).zip(&src[x0..x1]) {
+                            *d += *s;
                         }
                     }
                 }
