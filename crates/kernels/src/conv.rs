@@ -251,5 +251,8 @@ mod tests {
         let w = rand(&[4, 2, 3, 3], 2, DType::F32);
         assert!(conv2d(&x, &w, None, ConvParams::default()).unwrap_err().to_string().contains("3 channels"));
         assert!(conv_transpose2d(&x, &w, None, ConvParams::default()).is_err());
+        let empty = rand(&[0, 3, 8, 8], 1, DType::F32);
+        let w3 = rand(&[4, 3, 3, 3], 2, DType::F32);
+        assert!(conv2d(&empty, &w3, None, ConvParams::default()).unwrap_err().to_string().contains("empty"));
     }
 }

@@ -549,6 +549,9 @@ impl CustomOp3 for ConvBias {
 
 /// Applies the planned convolution to contiguous `x` and `weight` (and `bias`).
 pub(crate) fn apply(plan: ConvPlan, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if x.elem_count() == 0 || weight.elem_count() == 0 {
+        bail!("convolution of an empty tensor: input {:?}, weight {:?}", x.dims(), weight.dims());
+    }
     let (x, w) = (x.contiguous()?, weight.contiguous()?);
     match bias {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, ConvBias(plan)),
