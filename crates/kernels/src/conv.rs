@@ -77,7 +77,12 @@ pub fn conv_transpose2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: C
     if cin != cin2 {
         bail!("conv_transpose2d: input has {cin} channels, the weight expects {cin2} (weight {:?})", weight.dims());
     }
-    if !fast_path(x) {
+    if [h, w, kh, kw, p.stride, p.dilation].contains(&0) {
+        bail!("conv_transpose2d: zero-sized input {:?}, kernel {:?} or {p:?}", x.dims(), weight.dims());
+    }
+    // An output padding of a stride or more (PyTorch allows up to the dilation) adds rows no
+    // patch of the adjoint convolution reaches; Candle's kernel handles that rare case.
+    if !fast_path(x) || p.output_padding >= p.stride {
         let y = x.conv_transpose2d(weight, p.padding, p.output_padding, p.stride, p.dilation)?;
         return add_channel_bias(y, bias);
     }
@@ -246,6 +251,24 @@ mod tests {
     }
 
     #[test]
+    fn kernel_columns_that_never_land_inside_and_large_output_padding() {
+        // Padding wider than the image: some kernel rows/columns see only padding.
+        let cases = [
+            (false, [1, 1, 3, 3], [1, 1, 3, 3], ConvParams { padding: 4, dilation: 4, ..Default::default() }),
+            (false, [2, 1, 1, 1], [2, 1, 5, 5], ConvParams { padding: 2, ..Default::default() }),
+            (true, [1, 1, 1, 1], [1, 1, 3, 3], ConvParams { padding: 2, dilation: 2, ..Default::default() }),
+        ];
+        for (t, xs, ws, p) in cases {
+            compare(t, &xs, &ws, p, DType::F64, 1e-10);
+        }
+        // Output padding >= stride (PyTorch allows it below the dilation) goes to Candle's kernel
+        // rather than being refused.
+        let p = ConvParams { dilation: 2, output_padding: 1, ..Default::default() };
+        let y = conv_transpose2d(&rand(&[1, 1, 4, 4], 1, DType::F64), &rand(&[1, 1, 3, 3], 2, DType::F64), None, p);
+        assert_eq!(y.unwrap().dims(), [1, 1, 9, 9]);
+    }
+
+    #[test]
     fn bad_shapes_are_errors() {
         let x = rand(&[1, 3, 8, 8], 1, DType::F32);
         let w = rand(&[4, 2, 3, 3], 2, DType::F32);
@@ -254,5 +277,8 @@ mod tests {
         let empty = rand(&[0, 3, 8, 8], 1, DType::F32);
         let w3 = rand(&[4, 3, 3, 3], 2, DType::F32);
         assert!(conv2d(&empty, &w3, None, ConvParams::default()).unwrap_err().to_string().contains("empty"));
+        let short_bias = rand(&[3], 3, DType::F32);
+        let err = conv2d(&x, &w3, Some(&short_bias), ConvParams::default()).unwrap_err().to_string();
+        assert!(err.contains("bias"), "{err}");
     }
 }

@@ -65,6 +65,9 @@ fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], 
                     let src = &plane[iy * w..(iy + 1) * w];
                     out[..x0].fill(T::zero());
                     out[x1..].fill(T::zero());
+                    if x0 == x1 {
+                        continue; // this kernel column never lands inside the image
+                    }
                     // The first source column of the valid range; the rest follow `stride` apart.
                     let s0 = ((x0 * g.stride) as isize + off) as usize;
                     if g.stride == 1 {
@@ -94,6 +97,10 @@ fn columns_to_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T], 
                 let off = (kj * g.dilation) as isize - g.padding as isize;
                 let (x0, x1) = valid_columns(ow, g.stride, off, w);
                 let row = &cols[r * rs..r * rs + p];
+                if x0 == x1 {
+                    r += 1;
+                    continue; // this kernel column never lands inside the image
+                }
                 for y in 0..oh {
                     let Some(iy) = source_row(y, ki, g) else { continue };
                     let src = &row[y * ow..(y + 1) * ow];
@@ -274,6 +281,14 @@ impl ConvPlan {
             self.column_len()
         }
     }
+    /// Output channels: one bias value each.
+    fn bias_len(&self) -> usize {
+        if self.transposed {
+            self.g.channels
+        } else {
+            self.m
+        }
+    }
     fn output_shape(&self) -> Shape {
         let g = &self.g;
         if self.transposed {
@@ -338,7 +353,7 @@ impl ConvPlan {
     fn backward<T: WithDType>(&self, x: &[T], w: &[T], dy: &[T], need_dx: bool) -> (Vec<T>, Vec<T>, Vec<T>) {
         let (p, ck, m) = (self.p(), self.ck(), self.m);
         let (il, ol) = (self.input_len(), self.output_len());
-        let nbias = if self.transposed { self.g.channels } else { m };
+        let nbias = self.bias_len();
         let mut dx = if need_dx { vec![T::zero(); self.batch * il] } else { Vec::new() };
         let (per, nb, par) = self.split();
         let groups = self.batch.div_ceil(per);
@@ -417,6 +432,15 @@ impl ConvPlan {
         b: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
         self.check(x.1, w.1)?;
+        if let Some((_, l)) = b {
+            if l.shape().elem_count() != self.bias_len() {
+                bail!(
+                    "convolution: bias {:?} does not have one value per output channel ({})",
+                    l.dims(),
+                    self.bias_len()
+                );
+            }
+        }
         fn typed<T: WithDType>(
             plan: &ConvPlan,
             (xs, xl): (&CpuStorage, &Layout),
@@ -538,12 +562,12 @@ impl CustomOp3 for ConvBias {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = self.0.grads(x, w, grad)?;
-        Ok((dx, Some(dw), Some(db)))
+        Ok((dx, Some(dw), Some(db.reshape(b.shape())?)))
     }
 }
 
