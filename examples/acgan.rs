@@ -85,6 +85,10 @@ struct TrainArgs {
     /// still train and resume.
     #[arg(long, value_parser = zoo_core::ema::parse_decay)]
     ema: Option<f64>,
+    /// Draw new latents for the generator's update instead of reusing the discriminator's batch
+    /// (as the InfoGAN authors' code does); costs one more generator forward per step.
+    #[arg(long)]
+    fresh_generator_latents: bool,
 }
 
 #[derive(Args)]
@@ -153,7 +157,12 @@ fn train(a: TrainArgs) -> Result<()> {
     let data = a.data.load(Split::Train)?;
     let mut trainer = Trainer::<AcGan>::new(
         &cfg,
-        TrainConfig { seed: a.seed, ema: a.ema, ..Default::default() },
+        TrainConfig {
+            seed: a.seed,
+            ema: a.ema,
+            fresh_generator_latents: a.fresh_generator_latents,
+            ..Default::default()
+        },
         data.clone(),
         &dev,
     )?;

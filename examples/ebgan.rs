@@ -138,6 +138,10 @@ struct TrainArgs {
     /// still train and resume.
     #[arg(long, value_parser = zoo_core::ema::parse_decay)]
     ema: Option<f64>,
+    /// Draw new latents for the generator's update instead of reusing the discriminator's batch
+    /// (as the InfoGAN authors' code does); costs one more generator forward per step.
+    #[arg(long)]
+    fresh_generator_latents: bool,
 }
 
 #[derive(Args)]
@@ -267,6 +271,7 @@ fn train(a: TrainArgs) -> Result<()> {
         lr_d: a.lr_d.unwrap_or(a.lr),
         seed: a.seed,
         ema: a.ema,
+        fresh_generator_latents: a.fresh_generator_latents,
         ..Default::default()
     };
     match a.model {

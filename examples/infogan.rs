@@ -95,6 +95,10 @@ struct TrainArgs {
     /// still train and resume.
     #[arg(long, value_parser = zoo_core::ema::parse_decay)]
     ema: Option<f64>,
+    /// Draw new latents for the generator's update instead of reusing the discriminator's batch
+    /// (as the InfoGAN authors' code does); costs one more generator forward per step.
+    #[arg(long)]
+    fresh_generator_latents: bool,
 }
 
 #[derive(Args)]
@@ -156,8 +160,12 @@ fn train(a: TrainArgs) -> Result<()> {
         ..if a.authors_code { InfoGanConfig::mnist_authors_code() } else { InfoGanConfig::mnist() }
     };
     let data = a.data.load(Split::Train)?;
-    let mut trainer =
-        Trainer::<InfoGan>::new(&cfg, TrainConfig { ema: a.ema, ..TrainConfig::infogan(a.seed) }, data.clone(), &dev)?;
+    let mut trainer = Trainer::<InfoGan>::new(
+        &cfg,
+        TrainConfig { ema: a.ema, fresh_generator_latents: a.fresh_generator_latents, ..TrainConfig::infogan(a.seed) },
+        data.clone(),
+        &dev,
+    )?;
     if a.monitor_samples > 0 {
         let judge = Judge::from_pretrained("judge-mnist", &dev)?;
         trainer = trainer.with_monitor(Monitor::new(judge, &a.data.load(Split::Test)?, &data, a.monitor_samples)?);

@@ -39,18 +39,24 @@ pub struct TrainConfig {
     /// `None` (and recipes written before this field) train without one.
     #[serde(default)]
     pub ema: Option<f64>,
+    /// Draw new latents for the generator's update instead of reusing the batch the
+    /// discriminator was just trained on (the InfoGAN authors' code samples `z` afresh for each of
+    /// the two updates; most DCGAN-style trainers reuse it). `false` (and recipes written before
+    /// this field) reuse the batch: one generator forward per step.
+    #[serde(default)]
+    pub fresh_generator_latents: bool,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { batch_size: 64, lr_g: 2e-4, lr_d: 2e-4, beta1: 0.5, seed: 0, ema: None }
+        Self { batch_size: 64, lr_g: 2e-4, lr_d: 2e-4, beta1: 0.5, seed: 0, ema: None, fresh_generator_latents: false }
     }
 }
 
 impl TrainConfig {
     /// The InfoGAN authors' MNIST recipe: batch 128, Adam beta1 0.5, G at 1e-3, D (and Q) at 2e-4.
     pub fn infogan(seed: u64) -> Self {
-        Self { batch_size: 128, lr_g: 1e-3, lr_d: 2e-4, beta1: 0.5, seed, ema: None }
+        Self { batch_size: 128, lr_g: 1e-3, lr_d: 2e-4, beta1: 0.5, seed, ema: None, fresh_generator_latents: false }
     }
 }
 
@@ -161,10 +167,17 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
         let fake = self.model.generator().forward_t(&z, true)?;
         let batch = Batch { real: &x, labels: &y, latents: &z };
         // Discriminator first, on the generated batch held fixed; then the generator, through the
-        // updated discriminator, on the same batch (one generator forward per step).
+        // updated discriminator, on the same batch (one generator forward per step) or on a new
+        // one.
         let (l_d, mut metrics) = self.model.discriminator_loss(&batch, &fake.detach())?;
         self.opt_d.step(&l_d.backward()?)?;
-        let (l_g, g_metrics) = self.model.generator_loss(&batch, &fake)?;
+        let (l_g, g_metrics) = if self.cfg.fresh_generator_latents {
+            let z = self.model.latents(x.dim(0)?, &mut self.latent_rng, &self.dev)?;
+            let fake = self.model.generator().forward_t(&z, true)?;
+            self.model.generator_loss(&Batch { real: &x, labels: &y, latents: &z }, &fake)?
+        } else {
+            self.model.generator_loss(&batch, &fake)?
+        };
         self.opt_g.step(&l_g.backward()?)?;
         if let Some(ema) = &mut self.ema {
             ema.update()?;
@@ -273,6 +286,34 @@ mod tests {
         let mut resumed = trainer(99);
         run(&mut resumed, &LoopConfig { resume: true, ..cfg("b", 4) }).unwrap();
         assert!(weights(&straight) == weights(&resumed), "the resumed run diverged");
+    }
+
+    #[test]
+    fn fresh_generator_latents_change_only_the_generator_update() {
+        let named = |t: &Trainer<Ebgan>| -> Vec<(String, Vec<f32>)> {
+            varmap_tensors(t.model.varmap())
+                .iter()
+                .map(|(n, v)| (n.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
+                .collect()
+        };
+        let mut reused = trainer(6);
+        let mut fresh = trainer(6);
+        fresh.cfg.fresh_generator_latents = true;
+        assert_eq!(named(&reused), named(&fresh), "the same seed starts from the same weights");
+        reused.train_step(0).unwrap();
+        fresh.train_step(0).unwrap();
+        let (a, b) = (named(&reused), named(&fresh));
+        let (mut d_same, mut g_differs) = (0, 0);
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            if name.starts_with("discriminator.") {
+                assert_eq!(x, y, "{name}: the discriminator's update must not depend on the option");
+                d_same += 1;
+            } else if name.starts_with("generator.") && x != y {
+                g_differs += 1;
+            }
+        }
+        assert!(d_same > 0, "no discriminator variables compared");
+        assert!(g_differs > 0, "the generator's update ignored the fresh latents");
     }
 
     #[test]
