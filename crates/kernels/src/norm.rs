@@ -57,15 +57,23 @@ impl Dims {
     fn sums<T: Float>(&self, u: &[T], v: &[T]) -> (Vec<f64>, Vec<f64>) {
         let Dims { b, c, s } = *self;
         if s == 1 {
-            // [B, C]: accumulate whole rows (contiguous over channels).
+            // [B, C]: each task takes a block of channels and walks the rows (contiguous over
+            // channels) in order, so every channel's sum runs in the same order at any thread
+            // count.
+            const BLOCK: usize = 256;
             let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
-            for (ur, vr) in u.chunks(c).zip(v.chunks(c)).take(b) {
-                for j in 0..c {
-                    let uj = ur[j].f();
-                    s1[j] += uj;
-                    s2[j] += uj * vr[j].f();
+            s1.par_chunks_mut(BLOCK).zip(s2.par_chunks_mut(BLOCK)).enumerate().for_each(|(k, (a1, a2))| {
+                let (j0, len) = (k * BLOCK, a1.len());
+                for (ur, vr) in u.chunks(c).zip(v.chunks(c)).take(b) {
+                    for ((p1, p2), (x, y)) in
+                        a1.iter_mut().zip(a2.iter_mut()).zip(ur[j0..j0 + len].iter().zip(&vr[j0..j0 + len]))
+                    {
+                        let x = x.f();
+                        *p1 += x;
+                        *p2 += x * y.f();
+                    }
                 }
-            }
+            });
             return (s1, s2);
         }
         (0..c)
@@ -90,14 +98,17 @@ impl Dims {
 
     /// `out = k1[c] * u + k2[c] * v + k3[c]` element-wise (`v` optional), in parallel over
     /// batch rows.
-    fn affine<T: Float>(&self, u: &[T], v: Option<&[T]>, k1: &[f64], k2: &[f64], k3: &[f64]) -> Vec<T> {
+    /// `spare` extra elements of capacity are reserved for the caller to append.
+    fn affine<T: Float>(&self, u: &[T], v: Option<&[T]>, k: [&[f64]; 3], spare: usize) -> Vec<T> {
+        let [k1, k2, k3] = k;
         let Dims { c, s, .. } = *self;
         let (k1, k2, k3): (Vec<T>, Vec<T>, Vec<T>) = (
             k1.iter().map(|&k| T::of(k)).collect(),
             k2.iter().map(|&k| T::of(k)).collect(),
             k3.iter().map(|&k| T::of(k)).collect(),
         );
-        let mut out = vec![T::zero(); u.len()];
+        let mut out = Vec::with_capacity(u.len() + spare);
+        out.resize(u.len(), T::zero());
         let row = c * s;
         out.par_chunks_mut(row).enumerate().for_each(|(i, o)| {
             let ur = &u[i * row..(i + 1) * row];
@@ -134,7 +145,7 @@ impl BatchNormOp {
     fn forward<T: Float>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let a: Vec<f64> = self.inv_std.iter().zip(gamma).map(|(&is, g)| is * g.f()).collect();
         let d: Vec<f64> = a.iter().zip(&self.mean).zip(beta).map(|((&a, &m), b)| b.f() - a * m).collect();
-        self.dims.affine(x, None, &a, &vec![0.0; a.len()], &d)
+        self.dims.affine(x, None, [&a, &vec![0.0; a.len()], &d], 0)
     }
 
     /// `[dx (flattened), dgamma, dbeta]` packed into one vector.
@@ -154,7 +165,7 @@ impl BatchNormOp {
             k2[j] = -g * is * is * dg / n;
             k3[j] = -g * is * db / n + g * is * is * dg / n * m;
         }
-        let mut out = self.dims.affine(dy, Some(x), &k1, &k2, &k3);
+        let mut out = self.dims.affine(dy, Some(x), [&k1, &k2, &k3], 2 * c);
         out.extend(dgamma);
         out.extend(dbeta);
         out

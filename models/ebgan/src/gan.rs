@@ -58,7 +58,7 @@ impl GanConfig {
 }
 
 fn leaky(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.maximum(&(x * 0.2)?)
+    zoo_core::nn::leaky_relu(x, 0.2)
 }
 
 /// The binary discriminator: one real-vs-generated logit per image.

@@ -24,7 +24,9 @@ pub enum Activation {
 impl ModuleT for Activation {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         match *self {
-            Activation::Relu => x.relu(),
+            Activation::Relu => super::relu(x),
+            // The fused kernel takes slopes in [0, 1]; other slopes keep the composed form.
+            Activation::LeakyRelu(s) if (0.0..=1.0).contains(&s) => super::leaky_relu(x, s),
             Activation::LeakyRelu(s) => x.maximum(&(x * s)?),
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => candle_nn::ops::sigmoid(x),

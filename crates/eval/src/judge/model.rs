@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
 use zoo_core::checkpoint::ZooModel;
 use zoo_core::nn::Linear;
-use zoo_core::nn::{max_pool2d, Conv2d};
+use zoo_core::nn::{max_pool2d, relu, Conv2d};
 use zoo_core::ZooRng;
 use zoo_data::Mnist;
 
@@ -72,9 +72,9 @@ impl Judge {
         let x = x.to_dtype(self.fc1.weight().dtype())?.affine(1.0 / MNIST_STD, -MNIST_MEAN / MNIST_STD)?;
         // Pooling before ReLU: the same values as after, on a quarter of the elements, with the
         // correct gradient (zoo-core's pooling; Candle 0.11's divides it by the window's area).
-        let x = max_pool2d(&self.conv1.forward(&x)?, 2)?.relu()?;
-        let x = max_pool2d(&self.conv2.forward(&x)?, 2)?.relu()?;
-        Ok(self.fc1.forward(&x.flatten_from(1)?)?.relu()?)
+        let x = relu(&max_pool2d(&self.conv1.forward(&x)?, 2)?)?;
+        let x = relu(&max_pool2d(&self.conv2.forward(&x)?, 2)?)?;
+        Ok(relu(&self.fc1.forward(&x.flatten_from(1)?)?)?)
     }
 
     /// Class logits `[B, 10]` in evaluation mode (no dropout).
