@@ -57,10 +57,6 @@ impl GanConfig {
     }
 }
 
-fn leaky(x: &Tensor) -> candle_core::Result<Tensor> {
-    zoo_core::nn::leaky_relu(x, 0.2)
-}
-
 /// The binary discriminator: one real-vs-generated logit per image.
 #[allow(clippy::large_enum_variant)]
 pub enum BinaryDiscriminator {
@@ -116,16 +112,16 @@ impl BinaryDiscriminator {
         let x = &to_signed(x)?;
         let logits = match self {
             BinaryDiscriminator::Conv { conv1, conv2, bn2, fc1, fc2 } => {
-                let h = leaky(&conv1.forward(x)?)?;
-                let h = leaky(&bn2.forward_t(&conv2.forward(&h)?, train)?)?.flatten_from(1)?;
-                fc2.forward(&leaky(&fc1.forward(&h)?)?)?
+                let h = crate::model::leaky_relu(&conv1.forward(x)?)?;
+                let h = crate::model::leaky_relu(&bn2.forward_t(&conv2.forward(&h)?, train)?)?.flatten_from(1)?;
+                fc2.forward(&crate::model::leaky_relu(&fc1.forward(&h)?)?)?
             }
             BinaryDiscriminator::FullyConnected { layers } => {
                 let mut h = x.flatten_from(1)?;
                 for (i, layer) in layers.iter().enumerate() {
                     h = layer.forward(&h)?;
                     if i + 1 < layers.len() {
-                        h = leaky(&h)?;
+                        h = crate::model::leaky_relu(&h)?;
                     }
                 }
                 h
