@@ -18,7 +18,8 @@ use zoo_core::train::{run, LoopConfig};
 use zoo_core::ZooRng;
 use zoo_data::Split;
 use zoo_ebgan::{
-    Adversarial, AnyModel, Architecture, Config, Ebgan, Energy, Gan, GanConfig, Monitor, TrainConfig, Trainer,
+    Adversarial, AnyModel, Architecture, Config, Ebgan, Energy, Gan, GanConfig, LinearDecay, Monitor, TrainConfig,
+    Trainer,
 };
 use zoo_eval::judge::Judge;
 
@@ -142,6 +143,10 @@ struct TrainArgs {
     /// (as the InfoGAN authors' code does); costs one more generator forward per step.
     #[arg(long)]
     fresh_generator_latents: bool,
+    /// Keep both learning rates for this many epochs, then lower them linearly to zero at the
+    /// end of --epochs (off by default).
+    #[arg(long)]
+    lr_decay_after: Option<usize>,
 }
 
 #[derive(Args)]
@@ -293,6 +298,10 @@ fn train_one<M: Adversarial>(
         trainer = trainer.with_monitor(m);
     }
     let steps = trainer.steps_for_epochs(a.epochs);
+    if let Some(after) = a.lr_decay_after {
+        anyhow::ensure!(after < a.epochs, "--lr-decay-after {after} must be below --epochs {}", a.epochs);
+        trainer.cfg.lr_decay = Some(LinearDecay::new(trainer.steps_for_epochs(after), steps)?);
+    }
     eprintln!("training {}: {steps} steps, run directory {}", M::FAMILY, a.run_dir.display());
     let lc =
         LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, steps) };

@@ -45,18 +45,69 @@ pub struct TrainConfig {
     /// this field) reuse the batch: one generator forward per step.
     #[serde(default)]
     pub fresh_generator_latents: bool,
+    /// Linear decay of both learning rates to zero ([`LinearDecay`]); `None` (and recipes written
+    /// before this field) keep them constant.
+    #[serde(default)]
+    pub lr_decay: Option<LinearDecay>,
+}
+
+/// Learning rates held until step `start`, then lowered linearly to zero at step `end` (the
+/// step count of the whole run), as in the linear decay of many GAN recipes (e.g. CycleGAN's
+/// second half).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LinearDecay {
+    /// First step (0-based) whose rate is below the base rate.
+    pub start: u64,
+    /// Step at which the rate reaches zero; the run's last step is `end - 1`.
+    pub end: u64,
+}
+
+impl LinearDecay {
+    /// Checks that the decay starts before it ends.
+    pub fn new(start: u64, end: u64) -> Result<Self> {
+        anyhow::ensure!(start < end, "learning-rate decay must start (step {start}) before it ends (step {end})");
+        Ok(Self { start, end })
+    }
+
+    /// The factor on the base learning rate at 0-based `step`: 1 up to `start`, then
+    /// `(end - step) / (end - start)`, never below 0.
+    pub fn factor(&self, step: u64) -> f64 {
+        if step < self.start {
+            1.0
+        } else {
+            self.end.saturating_sub(step) as f64 / (self.end - self.start) as f64
+        }
+    }
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { batch_size: 64, lr_g: 2e-4, lr_d: 2e-4, beta1: 0.5, seed: 0, ema: None, fresh_generator_latents: false }
+        Self {
+            batch_size: 64,
+            lr_g: 2e-4,
+            lr_d: 2e-4,
+            beta1: 0.5,
+            seed: 0,
+            ema: None,
+            fresh_generator_latents: false,
+            lr_decay: None,
+        }
     }
 }
 
 impl TrainConfig {
     /// The InfoGAN authors' MNIST recipe: batch 128, Adam beta1 0.5, G at 1e-3, D (and Q) at 2e-4.
     pub fn infogan(seed: u64) -> Self {
-        Self { batch_size: 128, lr_g: 1e-3, lr_d: 2e-4, beta1: 0.5, seed, ema: None, fresh_generator_latents: false }
+        Self {
+            batch_size: 128,
+            lr_g: 1e-3,
+            lr_d: 2e-4,
+            beta1: 0.5,
+            seed,
+            ema: None,
+            fresh_generator_latents: false,
+            lr_decay: None,
+        }
     }
 }
 
@@ -161,7 +212,12 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
         M::FAMILY
     }
 
-    fn train_step(&mut self, _step: u64) -> Result<Metrics> {
+    fn train_step(&mut self, step: u64) -> Result<Metrics> {
+        if let Some(decay) = &self.cfg.lr_decay {
+            let f = decay.factor(step);
+            self.opt_g.set_learning_rate(self.cfg.lr_g * f);
+            self.opt_d.set_learning_rate(self.cfg.lr_d * f);
+        }
         let (x, y) = self.data.batch(&self.batcher.next_indices(), &self.dev)?;
         let z = self.model.latents(x.dim(0)?, &mut self.latent_rng, &self.dev)?;
         let fake = self.model.generator().forward_t(&z, true)?;
@@ -286,6 +342,39 @@ mod tests {
         let mut resumed = trainer(99);
         run(&mut resumed, &LoopConfig { resume: true, ..cfg("b", 4) }).unwrap();
         assert!(weights(&straight) == weights(&resumed), "the resumed run diverged");
+    }
+
+    #[test]
+    fn linear_decay_holds_then_falls_to_zero() {
+        let d = LinearDecay::new(4, 8).unwrap();
+        let f: Vec<f64> = (0..10).map(|s| d.factor(s)).collect();
+        assert_eq!(f, [1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]);
+        assert!(LinearDecay::new(8, 8).is_err());
+        // Recipes written before the field read as no decay.
+        let old = r#"{"batch_size":64,"lr_g":0.0002,"lr_d":0.0002,"beta1":0.5,"seed":0}"#;
+        assert_eq!(serde_json::from_str::<TrainConfig>(old).unwrap().lr_decay, None);
+    }
+
+    #[test]
+    fn a_decayed_rate_of_zero_stops_the_updates() {
+        let trainable = |t: &Trainer<Ebgan>| -> Vec<(String, Vec<f32>)> {
+            varmap_tensors(t.model.varmap())
+                .iter()
+                .filter(|(n, _)| !n.contains("running"))
+                .map(|(n, v)| (n.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
+                .collect()
+        };
+        let mut t = trainer(8);
+        t.cfg.lr_decay = Some(LinearDecay::new(0, 2).unwrap());
+        let before = trainable(&t);
+        t.train_step(0).unwrap();
+        let after_first = trainable(&t);
+        assert_ne!(before, after_first, "step 0 runs at the full rate");
+        t.train_step(1).unwrap();
+        let after_second = trainable(&t);
+        assert_ne!(after_first, after_second, "step 1 runs at half the rate");
+        t.train_step(2).unwrap();
+        assert_eq!(after_second, trainable(&t), "step 2 is at rate zero and still moved the weights");
     }
 
     #[test]
