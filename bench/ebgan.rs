@@ -5,7 +5,7 @@
 //! discriminator, backward and Adam update), and inference (256 samples in evaluation mode), on
 //! real MNIST digits from data/mnist.
 //!
-//! `cargo bench --bench ebgan -- --model ebgan|gan|infogan|acgan|msgan [--iters N] [--warmup N]`
+//! `cargo bench --bench ebgan -- --model ebgan|gan|infogan|acgan|msgan [--iters N] [--warmup N] [--only infer]`
 //! prints one JSON line:
 //! `{"model": .., "threads": T, "train_ms": median, "infer_ms": median, "peak_rss_mb": ..}`.
 //! The PyTorch twins are bench/torch/ebgan.py (EBGAN, GAN) and bench/torch/cgan.py (the others).
@@ -26,7 +26,12 @@ use zoo_ebgan::{Adversarial, Config, Ebgan, Gan, GanConfig, TrainConfig, Trainer
 
 fn time<M: Adversarial>(mut trainer: Trainer<M>, iters: usize, warmup: usize) -> Result<(f64, f64)> {
     let dev = Device::Cpu;
-    let train = timed_ms(warmup, iters, |i| trainer.train_step(i as u64).map(drop))?;
+    // `--only infer` skips the training step (for profiling inference alone); it reports NaN.
+    let train = if arg("--only").as_deref() == Some("infer") {
+        f64::NAN
+    } else {
+        timed_ms(warmup, iters, |i| trainer.train_step(i as u64).map(drop))?
+    };
     let mut rng = ZooRng::new(1);
     let infer = timed_ms(warmup, iters, |_| {
         trainer.model.sample(256, &mut rng, &dev)?.flatten_all()?.to_vec1::<f32>()?;

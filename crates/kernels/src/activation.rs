@@ -24,23 +24,32 @@ impl Leaky {
     fn forward<T: candle_core::WithDType + Send + Sync>(&self, x: &[T]) -> Vec<T> {
         let (zero, a) = (T::zero(), T::from_f64(self.slope));
         let mut out = vec![zero; x.len()];
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = if v > zero { v } else { a * v };
-            }
-        });
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(move |(o, x)| leaky_chunk(o, x, x, zero, a));
         out
     }
 
     fn backward<T: candle_core::WithDType + Send + Sync>(&self, x: &[T], g: &[T]) -> Vec<T> {
         let (zero, a) = (T::zero(), T::from_f64(self.slope));
         let mut out = vec![zero; x.len()];
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(|((o, x), g)| {
-            for ((o, &v), &d) in o.iter_mut().zip(x).zip(g) {
-                *o = if v > zero { d } else { a * d };
-            }
-        });
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(move |((o, x), g)| leaky_chunk(o, x, g, zero, a));
         out
+    }
+}
+
+/// `o = v` where `x > 0`, else `a * v`, element by element. The constants come by value and the
+/// loop is a select, so the compiler vectorises it (captured by reference in the parallel
+/// closure they were reloaded every element and the loop stayed scalar with a branch).
+#[inline(always)]
+fn leaky_chunk<T: candle_core::WithDType>(o: &mut [T], x: &[T], v: &[T], zero: T, a: T) {
+    let n = o.len().min(x.len()).min(v.len());
+    let (o, x, v) = (&mut o[..n], &x[..n], &v[..n]);
+    for i in 0..n {
+        let (xi, vi) = (x[i], v[i]);
+        let scaled = a * vi;
+        o[i] = if xi > zero { vi } else { scaled };
     }
 }
 

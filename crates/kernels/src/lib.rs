@@ -37,6 +37,6 @@ pub use activation::{leaky_relu, relu};
 pub use adam::{adam_in_place_supported, adam_step_in_place, AdamStep};
 pub use conv::{conv2d, conv_transpose2d, ConvParams};
 pub use linear::linear;
-pub use norm::batch_norm_train;
+pub use norm::{batch_norm_train, channel_affine};
 pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
 pub use pool::{max_pool2d, max_pool2d_by_reduction};

@@ -318,6 +318,129 @@ fn composed(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Ten
     Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
 }
 
+/// `y[n, c, ..] = x[n, c, ..] * scale[c] + shift[c]` in one pass.
+struct ChannelAffine;
+
+impl ChannelAffine {
+    fn run<T: Float>(x: &[T], scale: &[T], shift: &[T], inner: usize) -> Vec<T> {
+        let c = scale.len();
+        let mut out = vec![T::zero(); x.len()];
+        if inner == 1 {
+            // `[N, C]`: rows of C, the channel varies fastest.
+            let rows = (CHUNK / c.max(1)).max(1) * c;
+            out.par_chunks_mut(rows).zip(x.par_chunks(rows)).for_each(|(o, x)| {
+                for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    affine_run(o, x, scale, shift);
+                }
+            });
+        } else {
+            // `[N, C, R]`: one constant pair per run of R elements.
+            let per_task = (CHUNK / inner).max(1) * inner;
+            out.par_chunks_mut(per_task).zip(x.par_chunks(per_task)).enumerate().for_each(|(t, (o, x))| {
+                let first = t * (per_task / inner);
+                for (k, (o, x)) in o.chunks_exact_mut(inner).zip(x.chunks_exact(inner)).enumerate() {
+                    let ch = (first + k) % c;
+                    affine_const(o, x, scale[ch], shift[ch]);
+                }
+            });
+        }
+        out
+    }
+}
+
+/// Elements per parallel task of [`ChannelAffine`].
+const CHUNK: usize = 1 << 15;
+
+#[inline(always)]
+fn affine_const<T: Float>(o: &mut [T], x: &[T], s: T, t: T) {
+    for (o, &x) in o.iter_mut().zip(x) {
+        *o = x * s + t;
+    }
+}
+
+#[inline(always)]
+fn affine_run<T: Float>(o: &mut [T], x: &[T], s: &[T], t: &[T]) {
+    for (((o, &x), &s), &t) in o.iter_mut().zip(x).zip(s).zip(t) {
+        *o = x * s + t;
+    }
+}
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "zoo-channel-affine"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims();
+        let inner: usize = dims[2..].iter().product();
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(ChannelAffine::run(
+                contiguous::<f32>(s1, l1, "channel_affine")?,
+                contiguous::<f32>(s2, l2, "channel_affine")?,
+                contiguous::<f32>(s3, l3, "channel_affine")?,
+                inner,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(ChannelAffine::run(
+                contiguous::<f64>(s1, l1, "channel_affine")?,
+                contiguous::<f64>(s2, l2, "channel_affine")?,
+                contiguous::<f64>(s3, l3, "channel_affine")?,
+                inner,
+            )),
+            _ => bail!("channel_affine supports f32 and f64 only, all three of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        _shift: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let mut bshape = vec![1; x.rank()];
+        bshape[1] = scale.elem_count();
+        let dx = grad.broadcast_mul(&scale.reshape(bshape)?)?;
+        let channel_sum = |t: &Tensor| -> Result<Tensor> {
+            let (n, c) = (t.dim(0)?, t.dim(1)?);
+            t.reshape((n, c, t.elem_count() / (n * c).max(1)))?.sum(2)?.sum(0)
+        };
+        Ok((Some(dx), Some(channel_sum(&(grad * x)?)?), Some(channel_sum(grad)?)))
+    }
+}
+
+/// `x * scale[c] + shift[c]` for `x` `[N, C, ...]` and `scale`, `shift` `[C]`: a per-channel
+/// affine map in one pass on the CPU (f32, f64), as PyTorch computes BatchNorm in evaluation
+/// mode; Candle's broadcast multiply and add elsewhere. Differentiable in all three arguments.
+pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    if x.rank() < 2 {
+        bail!("channel_affine: the input must be [N, C, ...], got shape {:?}", x.dims());
+    }
+    let c = x.dim(1)?;
+    if scale.dims() != [c] || shift.dims() != [c] {
+        bail!(
+            "channel_affine: scale and shift must be [{c}] for input {:?}, got {:?} and {:?}",
+            x.dims(),
+            scale.dims(),
+            shift.dims()
+        );
+    }
+    let same = scale.dtype() == x.dtype() && shift.dtype() == x.dtype();
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && same {
+        return x.contiguous()?.apply_op3(&scale.contiguous()?, &shift.contiguous()?, ChannelAffine);
+    }
+    let mut bshape = vec![1; x.rank()];
+    bshape[1] = c;
+    x.broadcast_mul(&scale.reshape(bshape.clone())?)?.broadcast_add(&shift.reshape(bshape)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +527,32 @@ mod tests {
         let e = batch_norm_train(&x, &randn(&[3], 1), &b, 1e-5).unwrap_err().to_string();
         assert!(e.contains("[4]"), "{e}");
         assert!(batch_norm_train(&randn(&[4], 1), &w, &b, 1e-5).is_err());
+    }
+
+    #[test]
+    fn channel_affine_matches_broadcast_ops_and_their_gradients() {
+        for shape in [vec![7, 3], vec![2, 3, 4, 5], vec![40, 3, 600]] {
+            let x = candle_core::Var::from_tensor(&randn(&shape, 11)).unwrap();
+            let s = candle_core::Var::from_tensor(&randn(&[3], 12)).unwrap();
+            let t = candle_core::Var::from_tensor(&randn(&[3], 13)).unwrap();
+            let mut b = vec![1; shape.len()];
+            b[1] = 3;
+            let ours = channel_affine(&x, &s, &t).unwrap();
+            let theirs =
+                x.broadcast_mul(&s.reshape(b.clone()).unwrap()).unwrap().broadcast_add(&t.reshape(b).unwrap()).unwrap();
+            let d = (&ours - &theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            assert!(d.to_scalar::<f64>().unwrap() < 1e-14, "{shape:?}");
+            let probe = randn(&shape, 14);
+            let g1 = (ours.sqr().unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (theirs.sqr().unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [x.as_tensor(), s.as_tensor(), t.as_tensor()] {
+                let e = (g1.get(v).unwrap() - g2.get(v).unwrap()).unwrap().abs().unwrap().flatten_all().unwrap();
+                assert!(e.max(0).unwrap().to_scalar::<f64>().unwrap() < 1e-9, "{shape:?}");
+            }
+        }
+        let x = randn(&[2, 3, 4], 1);
+        let e = channel_affine(&x, &randn(&[4], 2), &randn(&[4], 3)).unwrap_err().to_string();
+        assert!(e.contains("[3]"), "{e}");
+        assert!(channel_affine(&randn(&[3], 1), &randn(&[3], 2), &randn(&[3], 3)).is_err());
     }
 }

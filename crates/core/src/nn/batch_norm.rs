@@ -65,12 +65,28 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// Evaluation mode as PyTorch computes it: per-channel `scale = w / sqrt(var + eps)` and
+    /// `shift = b - mean * scale` from the running statistics, then one pass `x * scale + shift`
+    /// (Candle's layer makes four full-size passes: subtract, divide, multiply, add).
+    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let Some((w, b)) = self.inner.weight_and_bias() else { return self.inner.forward_t(x, false) };
+        let c = w.elem_count();
+        if !self.fused || x.rank() < 2 || x.dim(1)? != c || w.dtype() != x.dtype() {
+            return self.inner.forward_t(x, false);
+        }
+        let scale = w.div(&(self.running_var.as_tensor() + self.inner.eps())?.sqrt()?)?;
+        let shift = b.sub(&self.running_mean.as_tensor().mul(&scale)?)?;
+        zoo_kernels::channel_affine(x, &scale, &shift)
+    }
+}
+
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             self.forward_train(x)
         } else {
-            self.inner.forward_t(x, false)
+            self.forward_eval(x)
         }
     }
 }
@@ -139,5 +155,31 @@ mod tests {
         let g2 = (theirs.forward_t(&x, true).unwrap().sqr().unwrap() * &probe).unwrap().sum_all().unwrap();
         let (g1, g2) = (g1.backward().unwrap(), g2.backward().unwrap());
         assert!(diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-10);
+    }
+
+    #[test]
+    fn evaluation_mode_matches_candles_layer_in_outputs_and_all_gradients() {
+        for shape in [vec![5, 4], vec![3, 4, 3, 2]] {
+            let (a, ours, b, theirs) = pair(4);
+            // Non-trivial running statistics, the same in both.
+            for (name, seed) in [("running_mean", 7), ("running_var", 8)] {
+                let v = randn64(&[4], seed);
+                let v = if name == "running_var" { v.abs().unwrap().affine(1.0, 0.1).unwrap() } else { v };
+                a.data().lock().unwrap()[name].set(&v).unwrap();
+                b.data().lock().unwrap()[name].set(&v).unwrap();
+            }
+            let x = Var::from_tensor(&randn64(&shape, 5)).unwrap();
+            let probe = randn64(&shape, 6);
+            let (y1, y2) = (ours.forward_t(&x, false).unwrap(), theirs.forward_t(&x, false).unwrap());
+            assert!(diff(&y1, &y2) < 1e-12, "{shape:?}: outputs differ by {}", diff(&y1, &y2));
+            let g1 = (y1.sqr().unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (y2.sqr().unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-10, "{shape:?} input");
+            for name in ["weight", "bias"] {
+                let (va, vb) = (a.data().lock().unwrap()[name].clone(), b.data().lock().unwrap()[name].clone());
+                let (ga, gb) = (g1.get(&va).unwrap(), g2.get(&vb).unwrap());
+                assert!(diff(ga, gb) < 1e-10, "{shape:?} {name}: {}", diff(ga, gb));
+            }
+        }
     }
 }
