@@ -7,9 +7,9 @@
 //! The gradient at exactly 0 is 0 for ReLU and `slope` for the leaky ReLU (PyTorch's convention).
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use crate::util::contiguous;
+use crate::util::{contiguous, par_init};
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 15;
@@ -23,33 +23,31 @@ struct Leaky {
 impl Leaky {
     fn forward<T: candle_core::WithDType + Send + Sync>(&self, x: &[T]) -> Vec<T> {
         let (zero, a) = (T::zero(), T::from_f64(self.slope));
-        let mut out = vec![zero; x.len()];
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(move |(o, x)| leaky_chunk(o, x, x, zero, a));
-        out
+        // SAFETY: `leaky_chunk` writes every element of its part (`x` is as long as the output).
+        unsafe { par_init(x.len(), CHUNK, move |off, o| leaky_chunk(o, &x[off..off + o.len()], &x[off..], zero, a)) }
     }
 
     fn backward<T: candle_core::WithDType + Send + Sync>(&self, x: &[T], g: &[T]) -> Vec<T> {
         let (zero, a) = (T::zero(), T::from_f64(self.slope));
-        let mut out = vec![zero; x.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .zip(g.par_chunks(CHUNK))
-            .for_each(move |((o, x), g)| leaky_chunk(o, x, g, zero, a));
-        out
+        assert_eq!(x.len(), g.len(), "leaky_relu: input and gradient lengths differ");
+        // SAFETY: `leaky_chunk` writes every element of its part (`x` and `g` are as long as
+        // the output).
+        unsafe { par_init(x.len(), CHUNK, move |off, o| leaky_chunk(o, &x[off..off + o.len()], &g[off..], zero, a)) }
     }
 }
 
 /// `o = v` where `x > 0`, else `a * v`, element by element. The constants come by value and the
 /// loop is a select, so the compiler vectorises it (captured by reference in the parallel
 /// closure they were reloaded every element and the loop stayed scalar with a branch).
+/// Writes all of `o`; `x` and `v` must be at least as long.
 #[inline(always)]
-fn leaky_chunk<T: candle_core::WithDType>(o: &mut [T], x: &[T], v: &[T], zero: T, a: T) {
-    let n = o.len().min(x.len()).min(v.len());
-    let (o, x, v) = (&mut o[..n], &x[..n], &v[..n]);
+fn leaky_chunk<T: candle_core::WithDType>(o: &mut [MaybeUninit<T>], x: &[T], v: &[T], zero: T, a: T) {
+    let n = o.len();
+    let (x, v) = (&x[..n], &v[..n]);
     for i in 0..n {
         let (xi, vi) = (x[i], v[i]);
         let scaled = a * vi;
-        o[i] = if xi > zero { vi } else { scaled };
+        o[i].write(if xi > zero { vi } else { scaled });
     }
 }
 

@@ -31,7 +31,10 @@ fn forward<T: candle_core::WithDType>(x: &[T], w: &[T], bias: Option<&[T]>, m: u
             }
             d
         }
-        None => vec![T::zero(); m * n],
+        // An empty inner dimension: the product is zero.
+        None if k == 0 => vec![T::zero(); m * n],
+        // Not zeroed: with `read_dst` false the GEMM below writes every element without reading.
+        None => Vec::with_capacity(m * n),
     };
     if m > 0 && n > 0 {
         // SAFETY: the pointers and strides describe the slices above: x is [m, k] row-major
@@ -60,6 +63,11 @@ fn forward<T: candle_core::WithDType>(x: &[T], w: &[T], bias: Option<&[T]>, m: u
                 parallelism(),
             )
         }
+    }
+    if dst.len() < m * n {
+        // SAFETY: only the unzeroed case (no bias, k > 0) gets here, and there the GEMM
+        // (read_dst = false) wrote all `m * n` elements; the capacity is `m * n`.
+        unsafe { dst.set_len(m * n) };
     }
     dst
 }

@@ -10,7 +10,9 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::util::contiguous;
+use std::mem::MaybeUninit;
+
+use crate::util::{contiguous, par_init};
 
 /// The float types the kernels run on.
 trait Float: candle_core::WithDType + Send + Sync {
@@ -323,45 +325,51 @@ struct ChannelAffine;
 
 impl ChannelAffine {
     fn run<T: Float>(x: &[T], scale: &[T], shift: &[T], inner: usize) -> Vec<T> {
-        let c = scale.len();
-        let mut out = vec![T::zero(); x.len()];
+        let c = scale.len().max(1);
+        assert_eq!(x.len() % (c * inner.max(1)), 0, "channel_affine: input length is not a multiple of C x inner");
         if inner == 1 {
-            // `[N, C]`: rows of C, the channel varies fastest.
-            let rows = (CHUNK / c.max(1)).max(1) * c;
-            out.par_chunks_mut(rows).zip(x.par_chunks(rows)).for_each(|(o, x)| {
-                for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                    affine_run(o, x, scale, shift);
-                }
-            });
+            // `[N, C]`: rows of C, the channel varies fastest; parts are whole rows.
+            // SAFETY: every part is a whole number of rows, each written by `affine_run`.
+            unsafe {
+                par_init(x.len(), (CHUNK / c).max(1) * c, |off, o| {
+                    let x = &x[off..off + o.len()];
+                    for (o, x) in o.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                        affine_run(o, x, scale, shift);
+                    }
+                })
+            }
         } else {
-            // `[N, C, R]`: one constant pair per run of R elements.
-            let per_task = (CHUNK / inner).max(1) * inner;
-            out.par_chunks_mut(per_task).zip(x.par_chunks(per_task)).enumerate().for_each(|(t, (o, x))| {
-                let first = t * (per_task / inner);
-                for (k, (o, x)) in o.chunks_exact_mut(inner).zip(x.chunks_exact(inner)).enumerate() {
-                    let ch = (first + k) % c;
-                    affine_const(o, x, scale[ch], shift[ch]);
-                }
-            });
+            // `[N, C, R]`: one constant pair per run of R elements; parts are whole runs.
+            // SAFETY: every part is a whole number of runs, each written by `affine_const`.
+            unsafe {
+                par_init(x.len(), (CHUNK / inner).max(1) * inner, |off, o| {
+                    let x = &x[off..off + o.len()];
+                    for (k, (o, x)) in o.chunks_exact_mut(inner).zip(x.chunks_exact(inner)).enumerate() {
+                        let ch = (off / inner + k) % c;
+                        affine_const(o, x, scale[ch], shift[ch]);
+                    }
+                })
+            }
         }
-        out
     }
 }
 
 /// Elements per parallel task of [`ChannelAffine`].
 const CHUNK: usize = 1 << 15;
 
+/// Writes all of `o` (as long as `x`).
 #[inline(always)]
-fn affine_const<T: Float>(o: &mut [T], x: &[T], s: T, t: T) {
+fn affine_const<T: Float>(o: &mut [MaybeUninit<T>], x: &[T], s: T, t: T) {
     for (o, &x) in o.iter_mut().zip(x) {
-        *o = x * s + t;
+        o.write(x * s + t);
     }
 }
 
+/// Writes all of `o` (as long as `x`, `s` and `t`).
 #[inline(always)]
-fn affine_run<T: Float>(o: &mut [T], x: &[T], s: &[T], t: &[T]) {
+fn affine_run<T: Float>(o: &mut [MaybeUninit<T>], x: &[T], s: &[T], t: &[T]) {
     for (((o, &x), &s), &t) in o.iter_mut().zip(x).zip(s).zip(t) {
-        *o = x * s + t;
+        o.write(x * s + t);
     }
 }
 

@@ -1,5 +1,7 @@
 //! Helpers the kernels share.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{bail, CpuStorage, Layout, Result};
 
 /// The elements of a contiguous CPU tensor (an error naming `what` otherwise).
@@ -8,6 +10,28 @@ pub(crate) fn contiguous<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &L
         Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
         None => bail!("{what} needs a contiguous input"),
     }
+}
+
+/// A vector of `n` elements written in parallel chunks of `chunk`, without zeroing it first:
+/// `fill(offset, part)` writes the elements `offset..offset + part.len()`.
+///
+/// # Safety
+/// `fill` must initialise every element of every `part` it is given.
+pub(crate) unsafe fn par_init<T: Copy + Send + Sync>(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let chunk = chunk.max(1);
+    let mut v: Vec<MaybeUninit<T>> = Vec::with_capacity(n);
+    // SAFETY: `MaybeUninit` needs no initialisation and the capacity is `n`.
+    unsafe { v.set_len(n) };
+    v.par_chunks_mut(chunk).enumerate().for_each(|(i, part)| fill(i * chunk, part));
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: the caller's `fill` initialised every element; `MaybeUninit<T>` has `T`'s layout,
+    // and the pointer, length and capacity come from a vector of the same allocation.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
 }
 
 /// A deterministic f64 tensor, uniform in `[-scale, scale]` (an LCG, so that the tests need no
