@@ -354,6 +354,24 @@ impl Adversarial for InfoGan {
         let loss = (gan + (info * self.cfg.info_weight)?)?;
         Ok((loss.clone(), vec![("loss_g".into(), scalar(&loss)?)]))
     }
+
+    /// `code_accuracy`: the categorical code of the monitor's samples as a classifier of the
+    /// judge's digits, categories matched to digits one-to-one (as `infogan eval` reports it on
+    /// more samples). Only for 10 categories.
+    fn monitor_extras(&self, z: &Tensor, x: &Tensor, judge: &zoo_eval::judge::Judge) -> Result<Metrics> {
+        let k = self.cfg.categories;
+        if k != 10 {
+            return Ok(Vec::new());
+        }
+        let categories = self.codes(z)?.category.to_vec1::<u32>()?;
+        let mut digits = Vec::with_capacity(categories.len());
+        for s in (0..x.dim(0)?).step_by(500) {
+            let part = x.narrow(0, s, (x.dim(0)? - s).min(500))?;
+            digits.extend(judge.predict(&part)?.to_vec1::<u32>()?);
+        }
+        let (accuracy, _) = zoo_eval::metrics::matched_accuracy(&categories, &digits, k)?;
+        Ok(vec![("code_accuracy".into(), accuracy)])
+    }
 }
 
 #[cfg(test)]

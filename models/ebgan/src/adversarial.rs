@@ -56,6 +56,13 @@ pub trait Adversarial: ZooModel {
         }
     }
 
+    /// Scores beyond the shared GAN metrics that the training monitor adds to `quality.jsonl`
+    /// (e.g. InfoGAN's code accuracy), for the monitor's samples `x = G(z)` and `judge`. None by
+    /// default.
+    fn monitor_extras(&self, _z: &Tensor, _x: &Tensor, _judge: &zoo_eval::judge::Judge) -> Result<Metrics> {
+        Ok(Vec::new())
+    }
+
     /// Refuses images that are not `[B, 1, S, S]`.
     fn check_images(&self, x: &Tensor) -> Result<()> {
         let s = self.image_size();

@@ -98,7 +98,7 @@ fn train_and_score<M: Adversarial>(
             break;
         }
     }
-    let metrics = monitor.measure(&trainer.model, dev)?;
+    let (metrics, _) = monitor.measure(&trainer.model, dev)?;
     Ok(Outcome { setting: setting.clone(), steps, metrics, diverged })
 }
 

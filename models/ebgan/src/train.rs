@@ -128,10 +128,13 @@ impl Monitor {
         Ok(Self { judge, test: test.subset(0..n)?, train: train.subset(0..n)?, samples })
     }
 
-    /// The judge's metrics of `samples` generated images (latents from a fixed seed).
-    pub fn measure<M: Adversarial>(&self, model: &M, dev: &Device) -> Result<GanMetrics> {
-        let x = model.sample(self.samples, &mut ZooRng::derive(0, "monitor"), dev)?;
-        zoo_eval::gan::gan_metrics(&self.judge, &x, &self.test, &self.train, 0)
+    /// The judge's metrics of `samples` generated images (latents from a fixed seed), and the
+    /// model's own extra scores of them ([`Adversarial::monitor_extras`]).
+    pub fn measure<M: Adversarial>(&self, model: &M, dev: &Device) -> Result<(GanMetrics, Metrics)> {
+        let z = model.latents(self.samples, &mut ZooRng::derive(0, "monitor"), dev)?;
+        let x = model.generate(&z)?;
+        let metrics = zoo_eval::gan::gan_metrics(&self.judge, &x, &self.test, &self.train, 0)?;
+        Ok((metrics, model.monitor_extras(&z, &x, &self.judge)?))
     }
 }
 
@@ -270,8 +273,11 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
             monitor.as_ref().map(|m| m.measure(model, dev)).transpose()
         });
         self.monitor = monitor;
-        if let Some(m) = result? {
+        if let Some((m, extras)) = result? {
             let mut line = serde_json::to_value(&m)?;
+            for (k, v) in extras {
+                line[k] = v.into();
+            }
             line["step"] = step.into();
             let path = run_dir.join("quality.jsonl");
             let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
