@@ -1478,7 +1478,10 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // Not zeroed when the product has an inner dimension: gemm with `read_dst = false`
+        // overwrites every element of each batch's (m, n) block (a zeroed buffer costs a memset
+        // and, for fresh pages, the page faults, before being overwritten).
+        let mut dst: Vec<T> = if k == 0 { vec![T::zero(); b * m * n] } else { Vec::with_capacity(b * m * n) };
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1502,13 +1505,17 @@ impl Map2 for MatMul {
         for step in 0..b {
             let lhs_p = &lhs[step * a_skip..];
             let rhs_p = &rhs[step * b_skip..];
-            let dst_p = &mut dst[step * c_skip..];
+            if k == 0 {
+                break;
+            }
+            // SAFETY: the capacity is b * m * n and batch `step` owns [step * c_skip, + m * n).
+            let dst_p = unsafe { dst.as_mut_ptr().add(step * c_skip) };
             unsafe {
                 gemm(
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
+                    /* dst: *mut T = */ dst_p,
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1526,6 +1533,11 @@ impl Map2 for MatMul {
                     parallelism,
                 )
             }
+        }
+        if dst.len() < b * m * n {
+            // SAFETY: k > 0 here, and the gemm calls above (read_dst = false) wrote every element
+            // of all b blocks of m * n (with the batches folded, the one call covers them all).
+            unsafe { dst.set_len(b * m * n) };
         }
         Ok(dst)
     }
