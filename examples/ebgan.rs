@@ -19,7 +19,7 @@ use zoo_core::ZooRng;
 use zoo_data::Split;
 use zoo_ebgan::{
     Adversarial, AnyModel, Architecture, Config, Ebgan, Energy, Gan, GanConfig, LinearDecay, Monitor, TrainConfig,
-    Trainer,
+    Trainer, WeightInit,
 };
 use zoo_eval::judge::Judge;
 
@@ -147,6 +147,19 @@ struct TrainArgs {
     /// end of --epochs (off by default).
     #[arg(long)]
     lr_decay_after: Option<usize>,
+    /// Initial weights: `dcgan` (N(0, 0.02), the zoo's default) or `torch` (PyTorch's layer
+    /// defaults, U(+-1/sqrt(fan_in)), as in a port that never re-initialises).
+    #[arg(long, value_enum, default_value = "dcgan")]
+    init: InitArg,
+}
+
+/// `--init` values.
+#[derive(Clone, Copy, ValueEnum)]
+enum InitArg {
+    /// DCGAN's N(0, 0.02).
+    Dcgan,
+    /// PyTorch's layer defaults.
+    Torch,
 }
 
 #[derive(Args)]
@@ -277,6 +290,10 @@ fn train(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         ema: a.ema,
         fresh_generator_latents: a.fresh_generator_latents,
+        init: match a.init {
+            InitArg::Dcgan => WeightInit::Dcgan,
+            InitArg::Torch => WeightInit::TorchDefault,
+        },
         ..Default::default()
     };
     match a.model {

@@ -49,6 +49,21 @@ pub struct TrainConfig {
     /// before this field) keep them constant.
     #[serde(default)]
     pub lr_decay: Option<LinearDecay>,
+    /// How the weights start ([`WeightInit`]); recipes written before this field used DCGAN's.
+    #[serde(default)]
+    pub init: WeightInit,
+}
+
+/// The weights' initialisation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WeightInit {
+    /// DCGAN's: conv and linear weights N(0, 0.02), norm gains N(1, 0.02), biases zero
+    /// ([`zoo_core::init::init_dcgan`]).
+    #[default]
+    Dcgan,
+    /// PyTorch's layer defaults: weights and biases `U(+-1/sqrt(fan_in))`, norm gains one
+    /// ([`zoo_core::init::init_torch_default`]); what a port that never re-initialises gets.
+    TorchDefault,
 }
 
 /// Learning rates held until step `start`, then lowered linearly to zero at step `end` (the
@@ -91,6 +106,7 @@ impl Default for TrainConfig {
             ema: None,
             fresh_generator_latents: false,
             lr_decay: None,
+            init: WeightInit::Dcgan,
         }
     }
 }
@@ -107,6 +123,7 @@ impl TrainConfig {
             ema: None,
             fresh_generator_latents: false,
             lr_decay: None,
+            init: WeightInit::Dcgan,
         }
     }
 }
@@ -155,10 +172,14 @@ pub struct Trainer<M: Adversarial> {
 }
 
 impl<M: Adversarial> Trainer<M> {
-    /// A seeded run: DCGAN initialisation from the seed, one Adam per network.
+    /// A seeded run: the recipe's initialisation from the seed, one Adam per network.
     pub fn new(model_cfg: &M::Config, cfg: TrainConfig, data: Mnist, dev: &Device) -> Result<Self> {
         let model = M::new(model_cfg, dev)?;
-        zoo_core::init::init_dcgan(model.varmap(), &mut ZooRng::derive(cfg.seed, "init"))?;
+        let mut rng = ZooRng::derive(cfg.seed, "init");
+        match cfg.init {
+            WeightInit::Dcgan => zoo_core::init::init_dcgan(model.varmap(), &mut rng)?,
+            WeightInit::TorchDefault => zoo_core::init::init_torch_default(model.varmap(), &mut rng)?,
+        };
         let adam = |lr: f64| AdamConfig::new(lr).betas(cfg.beta1, 0.999);
         let opt_g = Adam::new(named_vars(model.varmap(), "generator."), adam(cfg.lr_g))?;
         let opt_d = Adam::new(named_vars(model.varmap(), "discriminator."), adam(cfg.lr_d))?;
@@ -359,6 +380,25 @@ mod tests {
         // Recipes written before the field read as no decay.
         let old = r#"{"batch_size":64,"lr_g":0.0002,"lr_d":0.0002,"beta1":0.5,"seed":0}"#;
         assert_eq!(serde_json::from_str::<TrainConfig>(old).unwrap().lr_decay, None);
+    }
+
+    #[test]
+    fn the_recipe_chooses_the_initialisation() {
+        let std_of = |init: WeightInit| -> f64 {
+            let data = Mnist::bundled_train_subset().unwrap().subset(0..64).unwrap();
+            let cfg = TrainConfig { batch_size: 16, init, ..Default::default() };
+            let t = Trainer::<Ebgan>::new(&Config::mnist_conv(), cfg, data, &Device::Cpu).unwrap();
+            let w = t.model.varmap().data().lock().unwrap()["discriminator.enc_conv.weight"].as_tensor().clone();
+            let v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+            (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+        };
+        // The first conv has fan-in 1 x 4 x 4 = 16: PyTorch's U(+-1/4) has std 0.144, DCGAN's 0.02.
+        let (dcgan, torch) = (std_of(WeightInit::Dcgan), std_of(WeightInit::TorchDefault));
+        assert!((dcgan - 0.02).abs() < 0.005, "DCGAN init std {dcgan}");
+        assert!((torch - 0.25 / 3f64.sqrt()).abs() < 0.03, "PyTorch default init std {torch}");
+        // Recipes written before the field read as DCGAN's.
+        let old = r#"{"batch_size":64,"lr_g":0.0002,"lr_d":0.0002,"beta1":0.5,"seed":0}"#;
+        assert_eq!(serde_json::from_str::<TrainConfig>(old).unwrap().init, WeightInit::Dcgan);
     }
 
     #[test]
