@@ -13,7 +13,7 @@
 //! small; when the windows leave a remainder row or column, its gradients land in the wrong
 //! places as well. This op is the fix.
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::util::contiguous;
@@ -64,55 +64,97 @@ impl Pool {
     fn forward<T: PartialOrd + Copy + Send + Sync + Default>(&self, x: &[T]) -> Vec<T> {
         let (oh, ow) = self.out();
         let plane_in = self.h * self.w;
-        let mut out = vec![T::default(); x.len() / plane_in * oh * ow];
-        out.par_chunks_mut(oh * ow).zip(x.par_chunks(plane_in)).for_each(|(o, plane)| {
-            if self.k == 2 {
-                // The common 2x2 window, unrolled: the four values in row-major order.
-                for (oy, orow) in o.chunks_mut(ow).enumerate() {
-                    let r0 = &plane[2 * oy * self.w..][..2 * ow];
-                    let r1 = &plane[(2 * oy + 1) * self.w..][..2 * ow];
-                    for (ox, v) in orow.iter_mut().enumerate() {
-                        let (a, b) = (&r0[2 * ox..2 * ox + 2], &r1[2 * ox..2 * ox + 2]);
-                        *v = [a[1], b[0], b[1]].into_iter().fold(a[0], |m, v| if beats(v, m) { v } else { m });
-                    }
-                }
-                return;
-            }
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    o[oy * ow + ox] = plane[self.argmax(plane, oy, ox)];
-                }
-            }
-        });
-        out
-    }
-
-    fn backward<T: PartialOrd + Copy + Send + Sync + Default>(&self, x: &[T], grad: &[T]) -> Vec<T> {
-        let (oh, ow) = self.out();
-        let plane_in = self.h * self.w;
-        let mut out = vec![T::default(); x.len()];
-        out.par_chunks_mut(plane_in).zip(x.par_chunks(plane_in)).zip(grad.par_chunks(oh * ow)).for_each(
-            |((o, plane), g)| {
+        let planes = x.len() / plane_in;
+        // SAFETY: every plane's `oh * ow` outputs are written below.
+        unsafe {
+            crate::util::par_init(planes * oh * ow, oh * ow, |offset, o| {
+                let plane = &x[offset / (oh * ow).max(1) * plane_in..][..plane_in];
                 if self.k == 2 {
-                    for (oy, grow) in g.chunks(ow).enumerate() {
-                        let (i0, i1) = (2 * oy * self.w, (2 * oy + 1) * self.w);
-                        for (ox, gv) in grow.iter().enumerate() {
-                            let cands = [i0 + 2 * ox, i0 + 2 * ox + 1, i1 + 2 * ox, i1 + 2 * ox + 1];
-                            let best =
-                                cands[1..].iter().fold(cands[0], |m, &i| if beats(plane[i], plane[m]) { i } else { m });
-                            o[best] = *gv;
+                    // The common 2x2 window as a branch-free maximum that the compiler vectorises.
+                    for (oy, orow) in o.chunks_mut(ow).enumerate() {
+                        let r0 = &plane[2 * oy * self.w..][..2 * ow];
+                        let r1 = &plane[(2 * oy + 1) * self.w..][..2 * ow];
+                        for ((v, a), b) in orow.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                            v.write(max2(max2(a[0], a[1]), max2(b[0], b[1])));
                         }
                     }
                     return;
                 }
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        o[self.argmax(plane, oy, ox)] = g[oy * ow + ox];
+                        o[oy * ow + ox].write(plane[self.argmax(plane, oy, ox)]);
                     }
                 }
-            },
-        );
-        out
+            })
+        }
+    }
+
+    /// The gradient of the input, given the pooled output `y` and its gradient `grad`.
+    fn backward<T: PartialOrd + Copy + Send + Sync + Default>(&self, x: &[T], y: &[T], grad: &[T]) -> Vec<T> {
+        let (oh, ow) = self.out();
+        let plane_in = self.h * self.w;
+        if self.k != 2 {
+            let mut out = vec![T::default(); x.len()];
+            out.par_chunks_mut(plane_in).zip(x.par_chunks(plane_in)).zip(grad.par_chunks(oh * ow)).for_each(
+                |((o, plane), g)| {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            o[self.argmax(plane, oy, ox)] = g[oy * ow + ox];
+                        }
+                    }
+                },
+            );
+            return out;
+        }
+        let zero = T::default();
+        // SAFETY: every element of every plane is written below: the windows' four values, then
+        // the remainder column and row (if any) as zeros.
+        unsafe {
+            crate::util::par_init(x.len(), plane_in, |offset, o| {
+                let p = offset / plane_in;
+                let plane = &x[offset..][..plane_in];
+                let (y, g) = (&y[p * oh * ow..][..oh * ow], &grad[p * oh * ow..][..oh * ow]);
+                for oy in 0..oh {
+                    let (top, bottom) = o[2 * oy * self.w..][..2 * self.w].split_at_mut(self.w);
+                    let (x0, x1) = (&plane[2 * oy * self.w..][..self.w], &plane[(2 * oy + 1) * self.w..][..self.w]);
+                    let (yr, gr) = (&y[oy * ow..][..ow], &g[oy * ow..][..ow]);
+                    for ox in 0..ow {
+                        let (m, gv) = (yr[ox], gr[ox]);
+                        // The window's first element (row-major) equal to its maximum, or the first
+                        // NaN when the maximum is NaN (then no element equals it).
+                        let hit = |v: T| (v == m) | is_nan(v);
+                        let a = hit(x0[2 * ox]);
+                        let b = !a & hit(x0[2 * ox + 1]);
+                        let c = !a & !b & hit(x1[2 * ox]);
+                        let d = !a & !b & !c;
+                        top[2 * ox].write(if a { gv } else { zero });
+                        top[2 * ox + 1].write(if b { gv } else { zero });
+                        bottom[2 * ox].write(if c { gv } else { zero });
+                        bottom[2 * ox + 1].write(if d { gv } else { zero });
+                    }
+                    if self.w % 2 == 1 {
+                        top[self.w - 1].write(zero);
+                        bottom[self.w - 1].write(zero);
+                    }
+                }
+                if self.h % 2 == 1 {
+                    for v in &mut o[(self.h - 1) * self.w..] {
+                        v.write(zero);
+                    }
+                }
+            })
+        }
+    }
+}
+
+/// The larger of `a` and `b` (`b` when it is NaN), without a branch; over a 2x2 window this gives
+/// the window's maximum, or NaN when the window holds one, as PyTorch does.
+#[inline(always)]
+fn max2<T: PartialOrd + Copy>(a: T, b: T) -> T {
+    if (b > a) | is_nan(b) {
+        b
+    } else {
+        a
     }
 }
 
@@ -139,23 +181,44 @@ impl CustomOp1 for MaxPool {
         };
         Ok((out, Shape::from((self.b, self.c, oh, ow))))
     }
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolGrad { pool: self.pool })?))
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op3_no_bwd(res, &grad.contiguous()?, &MaxPoolGrad { pool: self.pool })?))
     }
 }
 
-impl CustomOp2 for MaxPoolGrad {
+impl CustomOp3 for MaxPoolGrad {
     fn name(&self) -> &'static str {
         "zoo-max-pool2d-grad"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
-                self.pool.backward(contiguous::<f32>(s1, l1, "max_pool2d")?, contiguous::<f32>(s2, l2, "max_pool2d")?),
-            ),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
-                self.pool.backward(contiguous::<f64>(s1, l1, "max_pool2d")?, contiguous::<f64>(s2, l2, "max_pool2d")?),
-            ),
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn run<T: candle_core::WithDType + PartialOrd + Default>(
+            pool: &Pool,
+            (s1, l1): (&CpuStorage, &Layout),
+            (s2, l2): (&CpuStorage, &Layout),
+            (s3, l3): (&CpuStorage, &Layout),
+        ) -> Result<Vec<T>> {
+            let what = "max_pool2d's gradient";
+            Ok(pool.backward(
+                contiguous::<T>(s1, l1, what)?,
+                contiguous::<T>(s2, l2, what)?,
+                contiguous::<T>(s3, l3, what)?,
+            ))
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(run::<f32>(&self.pool, (s1, l1), (s2, l2), (s3, l3))?)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(run::<f64>(&self.pool, (s1, l1), (s2, l2), (s3, l3))?)
+            }
             _ => bail!("max_pool2d's gradient supports f32 and f64 only"),
         };
         Ok((out, l1.shape().clone()))
