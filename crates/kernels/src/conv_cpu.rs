@@ -19,10 +19,12 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::patches::PatchGeometry;
-use crate::util::contiguous;
+use crate::util::{assume_init_slice, assume_init_vec, contiguous, uninit_vec};
 
 /// The range of output columns `x` in `0..ow` whose source column `x * stride + off` lies in
 /// `0..w`.
@@ -222,8 +224,8 @@ fn gather<T: WithDType>(src: &[T], m: usize, p: usize, dst: &mut [T]) {
 }
 
 /// `dst [n, M, P] <- src [M, n*P]` (the inverse of [`gather`]), plus `bias[r]` on row `r` when
-/// given.
-fn scatter<T: WithDType>(src: &[T], m: usize, p: usize, dst: &mut [T], bias: Option<&[T]>) {
+/// given. Every element of `dst` is written.
+fn scatter<T: WithDType>(src: &[T], m: usize, p: usize, dst: &mut [MaybeUninit<T>], bias: Option<&[T]>) {
     let n = dst.len() / (m * p);
     for (j, img) in dst.chunks_mut(m * p).enumerate() {
         for (r, row) in img.chunks_mut(p).enumerate() {
@@ -231,10 +233,14 @@ fn scatter<T: WithDType>(src: &[T], m: usize, p: usize, dst: &mut [T], bias: Opt
             match bias {
                 Some(b) => {
                     for (d, s) in row.iter_mut().zip(from) {
-                        *d = *s + b[r];
+                        d.write(*s + b[r]);
                     }
                 }
-                None => row.copy_from_slice(from),
+                None => {
+                    for (d, s) in row.iter_mut().zip(from) {
+                        d.write(*s);
+                    }
+                }
             }
         }
     }
@@ -313,7 +319,9 @@ impl ConvPlan {
     fn forward<T: WithDType>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
         let (p, ck, m) = (self.p(), self.ck(), self.m);
         let (il, ol) = (self.input_len(), self.output_len());
-        let mut y = vec![T::zero(); self.batch * ol];
+        // Written without a zero fill: a convolution's output is written whole by `scatter`; a
+        // transposed convolution's starts as its bias (or zeros) in each thread.
+        let mut y = uninit_vec::<T>(self.batch * ol);
         let (per, nb, par) = self.split();
         y.par_chunks_mut(per * ol).enumerate().for_each(|(gi, ys)| {
             let mut cols = vec![T::zero(); ck * nb * p];
@@ -327,12 +335,15 @@ impl ConvPlan {
                     gather(xg, m, p, &mut side);
                     gemm_into(&mut cols, (ck, rs, m), Mat::t(w, ck), Mat::of(&side, rs), false, par);
                     for (j, yb) in yg.chunks_mut(ol).enumerate() {
-                        if let Some(b) = bias {
-                            let plane = self.g.height * self.g.width;
-                            for (c, yc) in yb.chunks_mut(plane).enumerate() {
-                                yc.fill(b[c]);
-                            }
+                        let plane = self.g.height * self.g.width;
+                        for (c, yc) in yb.chunks_mut(plane).enumerate() {
+                            let v = bias.map_or(T::zero(), |b| b[c]);
+                            yc.iter_mut().for_each(|e| {
+                                e.write(v);
+                            });
                         }
+                        // SAFETY: every element of `yb` was just written.
+                        let yb = unsafe { assume_init_slice(yb) };
                         columns_to_image(&cols[j * p..], &self.g, yb, rs);
                     }
                 } else {
@@ -345,7 +356,8 @@ impl ConvPlan {
                 }
             }
         });
-        y
+        // SAFETY: every chunk of `y` was written above.
+        unsafe { assume_init_vec(y) }
     }
 
     /// The backward pass: from the input, the weight and the output's gradient, the input's
@@ -354,10 +366,13 @@ impl ConvPlan {
         let (p, ck, m) = (self.p(), self.ck(), self.m);
         let (il, ol) = (self.input_len(), self.output_len());
         let nbias = self.bias_len();
-        let mut dx = if need_dx { vec![T::zero(); self.batch * il] } else { Vec::new() };
+        // Each thread initialises its own part of `dx` (zeros to add the columns into, or
+        // overwritten whole by `scatter`).
+        let mut dx = uninit_vec::<T>(if need_dx { self.batch * il } else { 0 });
         let (per, nb, par) = self.split();
         let groups = self.batch.div_ceil(per);
-        let mut dx_parts: Vec<&mut [T]> = if need_dx { dx.chunks_mut(per * il).collect() } else { Vec::new() };
+        let mut dx_parts: Vec<&mut [MaybeUninit<T>]> =
+            if need_dx { dx.chunks_mut(per * il).collect() } else { Vec::new() };
         dx_parts.resize_with(groups, || &mut []);
         let sums = dx_parts
             .into_par_iter()
@@ -394,7 +409,12 @@ impl ConvPlan {
                             gemm_into(&mut side, (m, rs, ck), Mat::of(w, ck), Mat::of(&cols, rs), false, par);
                             scatter(&side, m, p, dxg, None);
                         } else {
-                            // dx = col2im(W^T dy).
+                            // dx = col2im(W^T dy), added into zeros.
+                            dxg.iter_mut().for_each(|e| {
+                                e.write(T::zero());
+                            });
+                            // SAFETY: every element of `dxg` was just written.
+                            let dxg = unsafe { assume_init_slice(dxg) };
                             gemm_into(&mut cols, (ck, rs, m), Mat::t(w, ck), Mat::of(&side, rs), false, par);
                             for (j, dxb) in dxg.chunks_mut(il).enumerate() {
                                 columns_to_image(&cols[j * p..], &self.g, dxb, rs);
@@ -415,7 +435,8 @@ impl ConvPlan {
                 (dw, db)
             });
         let (dw, db) = sums.unwrap_or_else(|| (vec![T::zero(); m * ck], vec![T::zero(); nbias]));
-        (dx, dw, db)
+        // SAFETY: every thread wrote its whole part of `dx` (nothing when `dx` is not needed).
+        (unsafe { assume_init_vec(dx) }, dw, db)
     }
 
     fn check(&self, x: &Layout, w: &Layout) -> Result<()> {

@@ -24,14 +24,38 @@ pub(crate) unsafe fn par_init<T: Copy + Send + Sync>(
 ) -> Vec<T> {
     use rayon::prelude::*;
     let chunk = chunk.max(1);
-    let mut v: Vec<MaybeUninit<T>> = Vec::with_capacity(n);
+    let mut v = uninit_vec::<T>(n);
+    v.par_chunks_mut(chunk).enumerate().for_each(|(i, part)| fill(i * chunk, part));
+    // SAFETY: the caller's `fill` initialised every element.
+    unsafe { assume_init_vec(v) }
+}
+
+/// `n` elements left uninitialised, for kernels that write every one of them.
+pub(crate) fn uninit_vec<T>(n: usize) -> Vec<MaybeUninit<T>> {
+    let mut v = Vec::with_capacity(n);
     // SAFETY: `MaybeUninit` needs no initialisation and the capacity is `n`.
     unsafe { v.set_len(n) };
-    v.par_chunks_mut(chunk).enumerate().for_each(|(i, part)| fill(i * chunk, part));
+    v
+}
+
+/// The vector of [`uninit_vec`] once every element is written.
+///
+/// # Safety
+/// Every element of `v` must be initialised.
+pub(crate) unsafe fn assume_init_vec<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
     let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: the caller's `fill` initialised every element; `MaybeUninit<T>` has `T`'s layout,
-    // and the pointer, length and capacity come from a vector of the same allocation.
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the pointer, length and capacity come from
+    // a vector of the same allocation; the caller guarantees the elements are initialised.
     unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut T, v.len(), v.capacity()) }
+}
+
+/// Slots that have all been written, as the elements they hold.
+///
+/// # Safety
+/// Every element of `s` must be initialised.
+pub(crate) unsafe fn assume_init_slice<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: same layout; the caller guarantees initialisation.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// A deterministic f64 tensor, uniform in `[-scale, scale]` (an LCG, so that the tests need no
