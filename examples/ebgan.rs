@@ -119,6 +119,10 @@ struct TrainArgs {
     /// port, the preset's) or 2 (conv 64 -> 128 and back, as the paper's conv discriminators).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
     d_depth: Option<u8>,
+    /// Width of the autoencoder discriminator's code (default: the preset's, 32 for the conv
+    /// preset, 128 for the fully-connected one).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    code: Option<u32>,
     /// Weight of the pulling-away term (default: the preset's, 0.1).
     #[arg(long)]
     pt_weight: Option<f64>,
@@ -275,6 +279,11 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let (Some(n), Architecture::Conv { d_depth, .. }) = (a.d_depth, &mut cfg.architecture) {
         *d_depth = n as usize;
+    }
+    if let Some(n) = a.code {
+        match &mut cfg.architecture {
+            Architecture::Conv { code, .. } | Architecture::FullyConnected { code, .. } => *code = n as usize,
+        }
     }
     let data = a.data.load(Split::Train)?;
     let monitor = if a.monitor_samples > 0 {

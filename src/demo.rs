@@ -164,7 +164,8 @@ pub fn gan_section(out: &Path, dev: &Device) -> Result<Option<Section>> {
         )?;
         pictures.push((
             "gan-training.png".into(),
-            "Inception score (judge) every 500 steps of the published trainings (5 epochs, batch 64).".into(),
+            "Inception score (judge) every 500 steps of the published trainings (recipes in weights-manifest.toml)."
+                .into(),
         ));
     }
     let sweep = root.join("weights/ebgan-sweep-histogram.png");
