@@ -149,6 +149,8 @@ mod tests {
             (ConvParams { stride: 2, padding: 1, ..Default::default() }, [2, 3, 9, 7], [5, 3, 4, 4]),
             (ConvParams { padding: 2, dilation: 2, ..Default::default() }, [1, 2, 6, 6], [3, 2, 3, 3]),
             (ConvParams { padding: 2, ..Default::default() }, [3, 1, 28, 28], [8, 1, 5, 5]),
+            // Patch rows of 14 and 15 elements: every branch of the short inline copy.
+            (ConvParams { padding: 1, ..Default::default() }, [2, 2, 5, 15], [3, 2, 3, 3]),
         ] {
             compare(false, &xs, &ws, p, DType::F64, 1e-10);
             compare(false, &xs, &ws, p, DType::F32, 1e-4);

@@ -38,49 +38,84 @@ fn valid_columns(ow: usize, stride: usize, off: isize, w: usize) -> (usize, usiz
     (x0.min(x1), x1)
 }
 
-/// Source row of output row `y` and kernel row `ki`, if inside the image.
+/// Copies `n` elements from `src` to `dst` inline: the rows of a patch are short (often 8-28
+/// elements), where a `memcpy` call costs more than the copy.
+///
+/// # Safety
+/// `src` must be valid for `n` reads and `dst` for `n` writes, and the two must not overlap.
+#[inline(always)]
+unsafe fn copy_short<T: Copy>(src: *const T, dst: *mut T, n: usize) {
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: `i + 8 <= n`, within both ranges (caller's contract).
+        unsafe { dst.add(i).cast::<[T; 8]>().write_unaligned(src.add(i).cast::<[T; 8]>().read_unaligned()) };
+        i += 8;
+    }
+    if i + 4 <= n {
+        // SAFETY: as above, `i + 4 <= n`.
+        unsafe { dst.add(i).cast::<[T; 4]>().write_unaligned(src.add(i).cast::<[T; 4]>().read_unaligned()) };
+        i += 4;
+    }
+    while i < n {
+        // SAFETY: `i < n`.
+        unsafe { *dst.add(i) = *src.add(i) };
+        i += 1;
+    }
+}
+
+/// For kernel offset `k` (row or column), the output range whose source index `o * stride + k *
+/// dilation - padding` lies in `0..size`, and the source index of its first element.
 #[inline]
-fn source_row(y: usize, ki: usize, g: &PatchGeometry) -> Option<usize> {
-    let i = (y * g.stride + ki * g.dilation) as isize - g.padding as isize;
-    (i >= 0 && (i as usize) < g.height).then_some(i as usize)
+fn valid_range(out: usize, k: usize, g: &PatchGeometry, size: usize) -> (usize, usize, usize) {
+    let off = (k * g.dilation) as isize - g.padding as isize;
+    let (o0, o1) = valid_columns(out, g.stride, off, size);
+    let s0 = if o0 < o1 { ((o0 * g.stride) as isize + off) as usize } else { 0 };
+    (o0, o1, s0)
 }
 
 /// Writes the columns `[CK, P]` of one image `[C, H, W]` (padding as zeros); row `r` starts at
 /// `cols[r * rs]`.
+///
+/// The valid output ranges are worked out once per kernel row and column, and the rows of a patch
+/// are copied inline: the per-row bookkeeping and `memcpy` calls of a plain loop cost more than
+/// the copies for the short rows of small images.
 fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], rs: usize) {
     let (oh, ow, p) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
-    let (h, w) = (g.height, g.width);
-    let mut r = 0;
-    for c in 0..g.channels {
-        let plane = &img[c * h * w..(c + 1) * h * w];
-        for ki in 0..g.kernel_h {
-            for kj in 0..g.kernel_w {
-                let off = (kj * g.dilation) as isize - g.padding as isize;
-                let (x0, x1) = valid_columns(ow, g.stride, off, w);
+    let (h, w, s) = (g.height, g.width, g.stride);
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
+    for kj in 0..kw {
+        let (x0, x1, sx) = valid_range(ow, kj, g, w);
+        let n = x1 - x0;
+        for ki in 0..kh {
+            let (y0, y1, sy) = valid_range(oh, ki, g, h);
+            for c in 0..g.channels {
+                let r = (c * kh + ki) * kw + kj;
                 let row = &mut cols[r * rs..r * rs + p];
-                for y in 0..oh {
+                if n == 0 || y0 == y1 {
+                    row.fill(T::zero());
+                    continue;
+                }
+                row[..y0 * ow].fill(T::zero());
+                row[y1 * ow..].fill(T::zero());
+                let plane = &img[c * h * w..(c + 1) * h * w];
+                for (i, y) in (y0..y1).enumerate() {
                     let out = &mut row[y * ow..(y + 1) * ow];
-                    let Some(iy) = source_row(y, ki, g) else {
-                        out.fill(T::zero());
-                        continue;
-                    };
-                    let src = &plane[iy * w..(iy + 1) * w];
                     out[..x0].fill(T::zero());
                     out[x1..].fill(T::zero());
-                    if x0 == x1 {
-                        continue; // this kernel column never lands inside the image
-                    }
-                    // The first source column of the valid range; the rest follow `stride` apart.
-                    let s0 = ((x0 * g.stride) as isize + off) as usize;
-                    if g.stride == 1 {
-                        out[x0..x1].copy_from_slice(&src[s0..s0 + (x1 - x0)]);
+                    // Source row `sy + i * s`, columns `sx, sx + s, ...` (n of them), all inside
+                    // the plane by construction of the two ranges.
+                    let start = (sy + i * s) * w + sx;
+                    if s == 1 {
+                        let src = &plane[start..start + n];
+                        // SAFETY: `src` and `out[x0..x1]` are both `n` long and do not overlap.
+                        unsafe { copy_short(src.as_ptr(), out[x0..x1].as_mut_ptr(), n) };
                     } else {
-                        for (o, v) in out[x0..x1].iter_mut().zip(src[s0..].iter().step_by(g.stride)) {
+                        let src = &plane[start..start + (n - 1) * s + 1];
+                        for (o, v) in out[x0..x1].iter_mut().zip(src.iter().step_by(s)) {
                             *o = *v;
                         }
                     }
                 }
-                r += 1;
             }
         }
     }
@@ -90,35 +125,34 @@ fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], 
 /// adjoint of [`image_to_columns`]).
 fn columns_to_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T], rs: usize) {
     let (oh, ow, p) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
-    let (h, w) = (g.height, g.width);
-    let mut r = 0;
+    let (h, w, s) = (g.height, g.width, g.stride);
+    let (kh, kw) = (g.kernel_h, g.kernel_w);
     for c in 0..g.channels {
         let plane = &mut img[c * h * w..(c + 1) * h * w];
-        for ki in 0..g.kernel_h {
-            for kj in 0..g.kernel_w {
-                let off = (kj * g.dilation) as isize - g.padding as isize;
-                let (x0, x1) = valid_columns(ow, g.stride, off, w);
-                let row = &cols[r * rs..r * rs + p];
-                if x0 == x1 {
-                    r += 1;
+        for ki in 0..kh {
+            let (y0, y1, sy) = valid_range(oh, ki, g, h);
+            for kj in 0..kw {
+                let (x0, x1, sx) = valid_range(ow, kj, g, w);
+                let n = x1 - x0;
+                if n == 0 {
                     continue; // this kernel column never lands inside the image
                 }
-                for y in 0..oh {
-                    let Some(iy) = source_row(y, ki, g) else { continue };
-                    let src = &row[y * ow..(y + 1) * ow];
-                    let dst = &mut plane[iy * w..(iy + 1) * w];
-                    let d0 = ((x0 * g.stride) as isize + off) as usize;
-                    if g.stride == 1 {
-                        for (d, s) in dst[d0..d0 + (x1 - x0)].iter_mut().zip(&src[x0..x1]) {
-                            *d += *s;
+                let r = (c * kh + ki) * kw + kj;
+                let row = &cols[r * rs..r * rs + p];
+                for (i, y) in (y0..y1).enumerate() {
+                    let src = &row[y * ow + x0..y * ow + x1];
+                    let start = (sy + i * s) * w + sx;
+                    if s == 1 {
+                        for (d, v) in plane[start..start + n].iter_mut().zip(src) {
+                            *d += *v;
                         }
                     } else {
-                        for (d, s) in dst[d0..].iter_mut().step_by(g.stride).zip(&src[x0..x1]) {
-                            *d += *s;
+                        let dst = &mut plane[start..start + (n - 1) * s + 1];
+                        for (d, v) in dst.iter_mut().step_by(s).zip(src) {
+                            *d += *v;
                         }
                     }
                 }
-                r += 1;
             }
         }
     }
