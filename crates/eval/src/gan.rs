@@ -58,6 +58,10 @@ pub struct GanMetrics {
     pub modes_covered: usize,
     /// KL divergence of the predicted-class histogram from uniform.
     pub kl_to_uniform: f64,
+    /// That histogram: the fraction of the samples the judge assigns to each class, digit 0
+    /// first (empty in records written before it was measured).
+    #[serde(default)]
+    pub class_fractions: Vec<f64>,
     /// Number of generated samples evaluated.
     pub n: usize,
 }
@@ -85,6 +89,7 @@ pub fn gan_metrics(judge: &Judge, generated: &Tensor, test: &Mnist, train: &Mnis
         inception_score: inception_score(&fake.probabilities, 10)?,
         modes_covered: modes.covered,
         kl_to_uniform: modes.kl_to_uniform,
+        class_fractions: modes.counts.iter().map(|&c| c as f64 / n as f64).collect(),
         n,
     })
 }
@@ -113,6 +118,12 @@ mod tests {
         let collapsed = one.repeat((1000, 1, 1, 1)).unwrap();
         let c = gan_metrics(&judge, &collapsed, &test, &train, 0).unwrap();
         assert_eq!(c.modes_covered, 1);
+        assert_eq!(c.class_fractions.len(), 10);
+        assert_eq!(c.class_fractions.iter().filter(|&&f| f == 1.0).count(), 1, "{c:?}");
+        assert_eq!(c.class_fractions.iter().filter(|&&f| f == 0.0).count(), 9, "{c:?}");
+        assert_eq!(m.class_fractions.len(), 10);
+        assert!((m.class_fractions.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{m:?}");
+        assert!(m.class_fractions.iter().all(|&f| (0.05..0.15).contains(&f)), "{m:?}");
         assert!(c.inception_score < 1.01, "{c:?}");
         assert!(c.judge_fd > 10.0 * m.judge_fd && c.kid > 10.0 * m.kid.max(1e-3), "{c:?} vs {m:?}");
         let json = serde_json::to_value(&m).unwrap();
