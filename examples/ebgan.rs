@@ -54,6 +54,9 @@ enum Command {
     Sweep(SweepArgs),
     /// Score samples with the judge: judge_fd (+ floor), kid, inception_score, modes_covered, kl_to_uniform.
     Eval(EvalArgs),
+    /// What an EBGAN discriminator thinks of each digit: its mean energy on MNIST test digits of
+    /// each class, and on generated samples grouped by the judge's class, with their share.
+    Energies(EnergiesArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -256,6 +259,24 @@ struct EvalArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct EnergiesArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Manifest id or path of an EBGAN checkpoint.
+    #[arg(long)]
+    weights: String,
+    /// Manifest id or path of the judge that classifies the generated samples.
+    #[arg(long, default_value = "judge-mnist")]
+    judge: String,
+    /// Number of generated samples.
+    #[arg(long, default_value_t = 10000)]
+    n: usize,
+    /// Seed of the latents.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 fn train(a: TrainArgs) -> Result<()> {
     let dev = zoo_core::device(&a.data.device)?;
     let mut cfg = match a.preset {
@@ -441,6 +462,67 @@ fn eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Per-class sums and counts of energies, accumulated over batches.
+#[derive(Default)]
+struct ClassEnergies {
+    sum: [f64; 10],
+    count: [usize; 10],
+}
+
+impl ClassEnergies {
+    fn add(&mut self, energies: &[f32], classes: &[u32]) {
+        for (&e, &c) in energies.iter().zip(classes) {
+            self.sum[c as usize] += e as f64;
+            self.count[c as usize] += 1;
+        }
+    }
+
+    fn mean(&self, c: usize) -> Option<f64> {
+        (self.count[c] > 0).then(|| self.sum[c] / self.count[c] as f64)
+    }
+
+    fn overall(&self) -> f64 {
+        self.sum.iter().sum::<f64>() / self.count.iter().sum::<usize>().max(1) as f64
+    }
+}
+
+fn energies(a: EnergiesArgs) -> Result<()> {
+    let dev = zoo_core::device(&a.data.device)?;
+    let model = match AnyModel::from_pretrained(&a.weights, &dev)? {
+        AnyModel::Ebgan(m) => m,
+        AnyModel::Gan(_) => anyhow::bail!("{} is a GAN checkpoint: only EBGAN has energies", a.weights),
+    };
+    let judge = Judge::from_pretrained(&a.judge, &dev)?;
+    let test = a.data.load(Split::Test)?;
+    let batch = 500;
+    let mut real = ClassEnergies::default();
+    for start in (0..test.len()).step_by(batch) {
+        let idx: Vec<usize> = (start..(start + batch).min(test.len())).collect();
+        let (x, y) = test.batch(&idx, &dev)?;
+        let e = model.energies(&x, false)?.energy.to_vec1::<f32>()?;
+        real.add(&e, &y.to_vec1::<u32>()?);
+    }
+    let mut fake = ClassEnergies::default();
+    let mut rng = ZooRng::new(a.seed);
+    let mut left = a.n;
+    while left > 0 {
+        let b = left.min(batch);
+        let x = model.generator.forward_t(&model.latents(b, &mut rng, &dev)?, false)?;
+        let e = model.energies(&x, false)?.energy.to_vec1::<f32>()?;
+        fake.add(&e, &judge.predict(&x)?.to_vec1::<u32>()?);
+        left -= b;
+    }
+    println!("| digit | energy of test digits | generated: share | generated: energy |");
+    println!("|---|---|---|---|");
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    for c in 0..10 {
+        let share = 100.0 * fake.count[c] as f64 / a.n.max(1) as f64;
+        println!("| {c} | {} | {share:.1} % | {} |", fmt(real.mean(c)), fmt(fake.mean(c)));
+    }
+    println!("| all | {:.4} | 100 % | {:.4} |", real.overall(), fake.overall());
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     candle_zoo::keep_freed_memory();
     let cli = Cli::parse();
@@ -451,5 +533,6 @@ fn main() -> std::process::ExitCode {
         Command::Export(a) => export(a),
         Command::Sweep(a) => sweep(a),
         Command::Eval(a) => eval(a),
+        Command::Energies(a) => energies(a),
     })
 }

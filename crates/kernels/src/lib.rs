@@ -20,6 +20,9 @@
 //!   and one backward (Candle composes about ten full-size temporaries, each differentiated).
 //! - [`relu`] and [`leaky_relu`]: one op each, with a one-pass backward (Candle builds masks
 //!   and converts them, in several full-size temporaries).
+//! - [`layer_norm`], [`softmax_last_dim`] and [`lstm_cell`] (the gate arithmetic of an LSTM
+//!   step): one op each over the last dimension, forward and backward (Candle composes 5-15
+//!   differentiated temporaries; its own fused layer norm and softmax have no backward pass).
 //! - [`adam_step_in_place`]: the Adam update without temporaries (zoo-core's `Adam` uses it on the
 //!   CPU).
 
@@ -31,6 +34,7 @@ mod linear;
 mod norm;
 mod patches;
 mod pool;
+mod rowwise;
 mod util;
 
 pub use activation::{leaky_relu, relu};
@@ -40,3 +44,6 @@ pub use linear::linear;
 pub use norm::{batch_norm_train, channel_affine};
 pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
 pub use pool::{max_pool2d, max_pool2d_by_reduction};
+pub use rowwise::{
+    layer_norm, layer_norm_composed, lstm_cell, lstm_cell_composed, softmax_last_dim, softmax_last_dim_composed,
+};

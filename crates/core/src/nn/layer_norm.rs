@@ -1,25 +1,16 @@
 //! Layer normalisation (Ba et al. 2016) with gradients.
 //!
 //! `candle_nn::LayerNorm` runs a fused kernel on contiguous input that has no backward pass: no
-//! gradient reaches the input, the gain or the bias. This one is composed of basic ops.
+//! gradient reaches the input, the gain or the bias. This one has gradients: a fused op with its
+//! own backward on the CPU, composed of basic ops on other devices.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// `y = (x - mean) / sqrt(var + eps) * weight + bias` over the last dimension.
+/// `y = (x - mean) / sqrt(var + eps) * weight + bias` over the last dimension: one fused op
+/// forward and backward on the CPU ([`zoo_kernels::layer_norm`]), Candle's ops composed elsewhere.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    // Statistics in f32 at least, for f16/bf16 inputs.
-    let xf = if matches!(dtype, DType::F16 | DType::BF16) { x.to_dtype(DType::F32)? } else { x.clone() };
-    let mean = xf.mean_keepdim(D::Minus1)?;
-    let centred = xf.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?;
-    let y = normed.broadcast_mul(weight)?;
-    match bias {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
+    zoo_kernels::layer_norm(x, weight, bias, eps)
 }
 
 /// A trainable LayerNorm with PyTorch parameter names (`weight`, `bias`).
@@ -58,7 +49,7 @@ impl candle_core::Module for LayerNorm {
 mod tests {
     use super::*;
     use crate::gradcheck::{check_gradient, randn64};
-    use candle_core::{Device, Module};
+    use candle_core::{DType, Device, Module, D};
     use candle_nn::VarMap;
 
     #[test]

@@ -10,6 +10,7 @@ mod dropout;
 mod gradient_reversal;
 mod layer_norm;
 mod linear;
+mod lstm;
 mod sequential;
 mod softmax;
 
@@ -20,6 +21,7 @@ pub use dropout::{dropout, Dropout, SharedRng};
 pub use gradient_reversal::{grad_reverse, GradientReversal};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use linear::{linear, linear_no_bias, Linear};
+pub use lstm::LstmCell;
 pub use sequential::{seq_t, Activation, SequentialT};
 pub use softmax::{log_softmax, softmax, softmax_last};
 /// Max pooling over `k x k` windows with a correct one-pass backward on the CPU (Candle 0.11's

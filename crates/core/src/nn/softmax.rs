@@ -6,7 +6,11 @@
 use candle_core::{Result, Tensor, D};
 
 /// `softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x)` along `dim`, with gradients.
+/// Over the last dimension the CPU path is one fused op ([`zoo_kernels::softmax_last_dim`]).
 pub fn softmax<Dim: candle_core::shape::Dim + Copy>(x: &Tensor, dim: Dim) -> Result<Tensor> {
+    if x.rank() > 0 && dim.to_index(x.shape(), "softmax")? + 1 == x.rank() {
+        return zoo_kernels::softmax_last_dim(x);
+    }
     // The shift is a constant for the gradient (softmax is shift-invariant), so detach it.
     let max = x.max_keepdim(dim)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
