@@ -241,29 +241,18 @@ struct SweepArgs {
 #[derive(Args)]
 struct EvalArgs {
     #[command(flatten)]
-    data: DataArgs,
-    /// Manifest id or path of an EBGAN or GAN checkpoint.
-    #[arg(long)]
-    weights: String,
-    /// Manifest id or path of the judge.
-    #[arg(long, default_value = "judge-mnist")]
-    judge: String,
-    /// Number of generated samples.
-    #[arg(long, default_value_t = 10000)]
-    n: usize,
-    /// Seed of the latents and of KID's subsets.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    src: ScoredSamples,
     /// Print one JSON object of the metrics.
     #[arg(long)]
     json: bool,
 }
 
+/// What `eval` and `energies` share: the data, the checkpoint, the judge and the samples drawn.
 #[derive(Args)]
-struct EnergiesArgs {
+struct ScoredSamples {
     #[command(flatten)]
     data: DataArgs,
-    /// Manifest id or path of an EBGAN checkpoint.
+    /// Manifest id or path of the checkpoint (`energies` takes EBGAN only).
     #[arg(long)]
     weights: String,
     /// Manifest id or path of the judge that classifies the generated samples.
@@ -272,9 +261,15 @@ struct EnergiesArgs {
     /// Number of generated samples.
     #[arg(long, default_value_t = 10000)]
     n: usize,
-    /// Seed of the latents.
+    /// Seed of the latents (and of KID's subsets).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+#[derive(Args)]
+struct EnergiesArgs {
+    #[command(flatten)]
+    src: ScoredSamples,
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -446,7 +441,8 @@ fn sweep(a: SweepArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval(a: EvalArgs) -> Result<()> {
+fn eval(args: EvalArgs) -> Result<()> {
+    let a = &args.src;
     let dev = zoo_core::device(&a.data.device)?;
     let model = AnyModel::from_pretrained(&a.weights, &dev)?;
     let judge = Judge::from_pretrained(&a.judge, &dev)?;
@@ -454,7 +450,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     let train = a.data.load(Split::Train)?;
     let samples = model.sample(a.n, &mut ZooRng::new(a.seed), &dev)?;
     let m = zoo_eval::gan::gan_metrics(&judge, &samples, &test, &train, a.seed)?;
-    if a.json {
+    if args.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {
         println!("{m:#?}");
@@ -486,7 +482,8 @@ impl ClassEnergies {
     }
 }
 
-fn energies(a: EnergiesArgs) -> Result<()> {
+fn energies(args: EnergiesArgs) -> Result<()> {
+    let a = &args.src;
     let dev = zoo_core::device(&a.data.device)?;
     let model = match AnyModel::from_pretrained(&a.weights, &dev)? {
         AnyModel::Ebgan(m) => m,
