@@ -13,15 +13,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_zoo::cli_args::{DataArgs, ExportArgs};
+use candle_zoo::cli_args::{DataArgs, ExportArgs, GanRunArgs};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use zoo_cgan::{AcGan, AcGanConfig};
-use zoo_core::checkpoint::{SaveOptions, ZooModel};
-use zoo_core::train::{run, LoopConfig};
+use zoo_core::checkpoint::ZooModel;
 use zoo_core::ZooRng;
 use zoo_data::Split;
-use zoo_ebgan::{Adversarial, Monitor, TrainConfig, Trainer};
+use zoo_ebgan::{Adversarial, TrainConfig, Trainer};
 use zoo_eval::conditional::{conditional_metrics, ndb_bins, ConditionalMetrics};
 use zoo_eval::gan::GanMetrics;
 use zoo_eval::judge::Judge;
@@ -59,36 +58,14 @@ enum Command {
 struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    run: GanRunArgs,
     /// Passes over the training set.
     #[arg(long, default_value_t = 5)]
     epochs: usize,
     /// Weight of the MSGAN mode-seeking term (0: plain AC-GAN; 1 in the MSGAN authors' code).
     #[arg(long, default_value_t = 0.0)]
     ms_weight: f64,
-    /// Seed of initialisation, data order and latents.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Generated samples scored by the judge at every checkpoint (0: no scoring).
-    #[arg(long, default_value_t = 2000)]
-    monitor_samples: usize,
-    /// Run directory: checkpoints, metrics.jsonl, quality.jsonl, sample grids.
-    #[arg(long, default_value = "run/acgan")]
-    run_dir: PathBuf,
-    /// Continue the run in --run-dir from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
-    /// Steps between checkpoints (and sample grids).
-    #[arg(long, default_value_t = 500)]
-    checkpoint_every: u64,
-    /// Keep an exponential moving average of the generator's weights with this decay (e.g.
-    /// 0.999) and use it for sample grids, judge scores and the saved model; the raw weights
-    /// still train and resume.
-    #[arg(long, value_parser = zoo_core::ema::parse_decay)]
-    ema: Option<f64>,
-    /// Draw new latents for the generator's update instead of reusing the discriminator's batch
-    /// (as the InfoGAN authors' code does); costs one more generator forward per step.
-    #[arg(long)]
-    fresh_generator_latents: bool,
 }
 
 #[derive(Args)]
@@ -155,36 +132,11 @@ fn train(a: TrainArgs) -> Result<()> {
     let dev = zoo_core::device(&a.data.device)?;
     let cfg = AcGanConfig { ms_weight: a.ms_weight, ..AcGanConfig::mnist() };
     let data = a.data.load(Split::Train)?;
-    let mut trainer = Trainer::<AcGan>::new(
-        &cfg,
-        TrainConfig {
-            seed: a.seed,
-            ema: a.ema,
-            fresh_generator_latents: a.fresh_generator_latents,
-            ..Default::default()
-        },
-        data.clone(),
-        &dev,
-    )?;
-    if a.monitor_samples > 0 {
-        let judge = Judge::from_pretrained("judge-mnist", &dev)?;
-        trainer = trainer.with_monitor(Monitor::new(judge, &a.data.load(Split::Test)?, &data, a.monitor_samples)?);
-    }
+    let monitor = a.run.monitor(&a.data, &data, &dev)?;
+    let trainer = Trainer::<AcGan>::new(&cfg, a.run.recipe(TrainConfig::default()), data, &dev)?;
     let steps = trainer.steps_for_epochs(a.epochs);
-    eprintln!("training acgan (ms_weight {}): {steps} steps, run directory {}", a.ms_weight, a.run_dir.display());
-    let lc =
-        LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, steps) };
-    let summary = run(&mut trainer, &lc)?;
-    zoo_eval::picture::curve::plot_curves_from_jsonl(
-        &lc.log_path(),
-        &["loss_d", "loss_g", "class_loss"],
-        &a.run_dir.join("curves.png"),
-    )?;
-    let out = a.run_dir.join("acgan-mnist.safetensors");
-    trainer
-        .finish()?
-        .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
-    eprintln!("saved {}", out.display());
+    eprintln!("MSGAN weight {}", a.ms_weight);
+    a.run.train(trainer, monitor, steps, "acgan-mnist", &["loss_d", "loss_g", "class_loss"])?;
     Ok(())
 }
 

@@ -11,10 +11,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use candle_zoo::cli_args::DataArgs;
+use candle_zoo::cli_args::{DataArgs, GanRunArgs};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zoo_core::checkpoint::{SaveOptions, ZooModel};
-use zoo_core::train::{run, LoopConfig};
 use zoo_core::ZooRng;
 use zoo_data::Split;
 use zoo_ebgan::{
@@ -87,6 +86,8 @@ enum Family {
 struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    run: GanRunArgs,
     /// Which model to train.
     #[arg(long, value_enum, default_value = "ebgan")]
     model: Family,
@@ -105,9 +106,6 @@ struct TrainArgs {
     /// Adam learning rate of the discriminator (default: --lr).
     #[arg(long)]
     lr_d: Option<f64>,
-    /// Generated samples scored by the judge at every checkpoint (0: no scoring).
-    #[arg(long, default_value_t = 2000)]
-    monitor_samples: usize,
     /// Margin m of the discriminator's hinge (default: the preset's).
     #[arg(long)]
     margin: Option<f64>,
@@ -129,27 +127,6 @@ struct TrainArgs {
     /// Weight of the pulling-away term (default: the preset's, 0.1).
     #[arg(long)]
     pt_weight: Option<f64>,
-    /// Seed of initialisation, data order and latents.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Run directory: checkpoints, metrics.jsonl, sample grids.
-    #[arg(long, default_value = "run/ebgan")]
-    run_dir: PathBuf,
-    /// Continue the run in --run-dir from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
-    /// Steps between checkpoints (and sample grids).
-    #[arg(long, default_value_t = 500)]
-    checkpoint_every: u64,
-    /// Keep an exponential moving average of the generator's weights with this decay (e.g.
-    /// 0.999) and use it for sample grids, judge scores and the saved model; the raw weights
-    /// still train and resume.
-    #[arg(long, value_parser = zoo_core::ema::parse_decay)]
-    ema: Option<f64>,
-    /// Draw new latents for the generator's update instead of reusing the discriminator's batch
-    /// (as the InfoGAN authors' code does); costs one more generator forward per step.
-    #[arg(long)]
-    fresh_generator_latents: bool,
     /// Keep both learning rates for this many epochs, then lower them linearly to zero at the
     /// end of --epochs (off by default).
     #[arg(long)]
@@ -302,25 +279,17 @@ fn train(a: TrainArgs) -> Result<()> {
         }
     }
     let data = a.data.load(Split::Train)?;
-    let monitor = if a.monitor_samples > 0 {
-        let judge = Judge::from_pretrained("judge-mnist", &dev)?;
-        Some(Monitor::new(judge, &a.data.load(Split::Test)?, &data, a.monitor_samples)?)
-    } else {
-        None
-    };
-    let recipe = TrainConfig {
+    let monitor = a.run.monitor(&a.data, &data, &dev)?;
+    let recipe = a.run.recipe(TrainConfig {
         batch_size: a.batch_size,
         lr_g: a.lr,
         lr_d: a.lr_d.unwrap_or(a.lr),
-        seed: a.seed,
-        ema: a.ema,
-        fresh_generator_latents: a.fresh_generator_latents,
         init: match a.init {
             InitArg::Dcgan => WeightInit::Dcgan,
             InitArg::Torch => WeightInit::TorchDefault,
         },
         ..Default::default()
-    };
+    });
     match a.model {
         Family::Ebgan => train_one(Trainer::<Ebgan>::new(&cfg, recipe, data, &dev)?, monitor, &a, "ebgan-mnist"),
         Family::Gan => {
@@ -336,28 +305,16 @@ fn train_one<M: Adversarial>(
     a: &TrainArgs,
     name: &str,
 ) -> Result<()> {
-    if let Some(m) = monitor {
-        trainer = trainer.with_monitor(m);
-    }
     let steps = trainer.steps_for_epochs(a.epochs);
     if let Some(after) = a.lr_decay_after {
         anyhow::ensure!(after < a.epochs, "--lr-decay-after {after} must be below --epochs {}", a.epochs);
         trainer.cfg.lr_decay = Some(LinearDecay::new(trainer.steps_for_epochs(after), steps)?);
     }
-    eprintln!("training {}: {steps} steps, run directory {}", M::FAMILY, a.run_dir.display());
-    let lc =
-        LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, steps) };
-    let summary = run(&mut trainer, &lc)?;
     let curves: &[&str] = match a.model {
         Family::Ebgan => &["loss_d", "loss_g", "energy_real", "energy_fake"],
         Family::Gan => &["loss_d", "loss_g", "d_real", "d_fake"],
     };
-    zoo_eval::picture::curve::plot_curves_from_jsonl(&lc.log_path(), curves, &a.run_dir.join("curves.png"))?;
-    let out = a.run_dir.join(format!("{name}.safetensors"));
-    trainer
-        .finish()?
-        .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
-    eprintln!("saved {}", out.display());
+    a.run.train(trainer, monitor, steps, name, curves)?;
     Ok(())
 }
 

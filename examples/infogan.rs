@@ -11,15 +11,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_zoo::cli_args::{DataArgs, ExportArgs};
+use candle_zoo::cli_args::{DataArgs, ExportArgs, GanRunArgs};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use zoo_cgan::{info_loss, InfoGan, InfoGanConfig};
-use zoo_core::checkpoint::{SaveOptions, ZooModel};
-use zoo_core::train::{run, LoopConfig};
+use zoo_core::checkpoint::ZooModel;
 use zoo_core::ZooRng;
 use zoo_data::Split;
-use zoo_ebgan::{Adversarial, Monitor, TrainConfig, Trainer};
+use zoo_ebgan::{Adversarial, TrainConfig, Trainer};
 use zoo_eval::gan::GanMetrics;
 use zoo_eval::judge::Judge;
 
@@ -58,12 +57,11 @@ enum Command {
 struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    run: GanRunArgs,
     /// Training steps (the authors' code runs about 5,000 at batch 128).
     #[arg(long, default_value_t = 5000)]
     steps: u64,
-    /// Seed of initialisation, data order and latents.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Weight lambda of L_I for both players.
     #[arg(long, default_value_t = 1.0)]
     info_weight: f64,
@@ -78,27 +76,6 @@ struct TrainArgs {
     /// instead of 0.2, and D reads [0, 1] pixels instead of [-1, 1] (the paper states neither).
     #[arg(long)]
     authors_code: bool,
-    /// Generated samples scored by the judge at every checkpoint (0: no scoring).
-    #[arg(long, default_value_t = 2000)]
-    monitor_samples: usize,
-    /// Run directory: checkpoints, metrics.jsonl, quality.jsonl, sample grids.
-    #[arg(long, default_value = "run/infogan")]
-    run_dir: PathBuf,
-    /// Continue the run in --run-dir from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
-    /// Steps between checkpoints (and sample grids).
-    #[arg(long, default_value_t = 500)]
-    checkpoint_every: u64,
-    /// Keep an exponential moving average of the generator's weights with this decay (e.g.
-    /// 0.999) and use it for sample grids, judge scores and the saved model; the raw weights
-    /// still train and resume.
-    #[arg(long, value_parser = zoo_core::ema::parse_decay)]
-    ema: Option<f64>,
-    /// Draw new latents for the generator's update instead of reusing the discriminator's batch
-    /// (as the InfoGAN authors' code does); costs one more generator forward per step.
-    #[arg(long)]
-    fresh_generator_latents: bool,
 }
 
 #[derive(Args)]
@@ -160,30 +137,9 @@ fn train(a: TrainArgs) -> Result<()> {
         ..if a.authors_code { InfoGanConfig::mnist_authors_code() } else { InfoGanConfig::mnist() }
     };
     let data = a.data.load(Split::Train)?;
-    let mut trainer = Trainer::<InfoGan>::new(
-        &cfg,
-        TrainConfig { ema: a.ema, fresh_generator_latents: a.fresh_generator_latents, ..TrainConfig::infogan(a.seed) },
-        data.clone(),
-        &dev,
-    )?;
-    if a.monitor_samples > 0 {
-        let judge = Judge::from_pretrained("judge-mnist", &dev)?;
-        trainer = trainer.with_monitor(Monitor::new(judge, &a.data.load(Split::Test)?, &data, a.monitor_samples)?);
-    }
-    eprintln!("training infogan: {} steps, run directory {}", a.steps, a.run_dir.display());
-    let lc =
-        LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, a.steps) };
-    let summary = run(&mut trainer, &lc)?;
-    zoo_eval::picture::curve::plot_curves_from_jsonl(
-        &lc.log_path(),
-        &["loss_d", "loss_g", "info_loss"],
-        &a.run_dir.join("curves.png"),
-    )?;
-    let out = a.run_dir.join("infogan-mnist.safetensors");
-    trainer
-        .finish()?
-        .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
-    eprintln!("saved {}", out.display());
+    let monitor = a.run.monitor(&a.data, &data, &dev)?;
+    let trainer = Trainer::<InfoGan>::new(&cfg, a.run.recipe(TrainConfig::infogan(a.run.seed)), data, &dev)?;
+    a.run.train(trainer, monitor, a.steps, "infogan-mnist", &["loss_d", "loss_g", "info_loss"])?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use zoo_core::checkpoint::ZooModel;
 use zoo_data::{Mnist, Split};
 
 /// Where the MNIST data comes from, and the device to compute on.
@@ -40,4 +41,99 @@ pub struct ExportArgs {
     /// Output checkpoint (written atomically).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// The options every GAN `train` command shares (`ebgan`, `infogan`, `acgan`): seed, judge
+/// monitoring, run directory and resumption, checkpoints, the weight average and the latents of
+/// the generator's update.
+#[derive(Debug, Clone, Args)]
+pub struct GanRunArgs {
+    /// Seed of initialisation, data order and latents.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Generated samples scored by the judge at every checkpoint (0: no scoring).
+    #[arg(long, default_value_t = 2000)]
+    pub monitor_samples: usize,
+    /// Run directory: checkpoints, metrics.jsonl, quality.jsonl, sample grids, curves.png and the
+    /// final model (default: run/<model family>, e.g. run/ebgan).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Steps between checkpoints (and sample grids).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    /// Keep an exponential moving average of the generator's weights with this decay (e.g.
+    /// 0.999) and use it for sample grids, judge scores and the saved model; the raw weights
+    /// still train and resume.
+    #[arg(long, value_parser = zoo_core::ema::parse_decay)]
+    pub ema: Option<f64>,
+    /// Draw new latents for the generator's update instead of reusing the discriminator's batch
+    /// (as the InfoGAN authors' code does); costs one more generator forward per step.
+    #[arg(long)]
+    pub fresh_generator_latents: bool,
+}
+
+impl GanRunArgs {
+    /// `base` with this run's seed, weight average and latent choice.
+    pub fn recipe(&self, base: zoo_ebgan::TrainConfig) -> zoo_ebgan::TrainConfig {
+        zoo_ebgan::TrainConfig {
+            seed: self.seed,
+            ema: self.ema,
+            fresh_generator_latents: self.fresh_generator_latents,
+            ..base
+        }
+    }
+
+    /// The run directory: `--run-dir`, or `run/<family>`.
+    pub fn run_dir(&self, family: &str) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(|| PathBuf::from("run").join(family))
+    }
+
+    /// The judge's monitor of `--monitor-samples` samples against the test split of `data` and
+    /// `train` (none when 0).
+    pub fn monitor(
+        &self,
+        data: &DataArgs,
+        train: &Mnist,
+        dev: &candle_core::Device,
+    ) -> anyhow::Result<Option<zoo_ebgan::Monitor>> {
+        if self.monitor_samples == 0 {
+            return Ok(None);
+        }
+        let judge = zoo_eval::judge::Judge::from_pretrained("judge-mnist", dev)?;
+        Ok(Some(zoo_ebgan::Monitor::new(judge, &data.load(Split::Test)?, train, self.monitor_samples)?))
+    }
+
+    /// Trains `trainer` for `steps` (with `monitor`, if any) in the run directory, plots the
+    /// logged metrics `curves` to `curves.png` and saves the final model (the weight average
+    /// when the recipe keeps one) as `<name>.safetensors` there; returns its path.
+    pub fn train<M: zoo_ebgan::Adversarial>(
+        &self,
+        mut trainer: zoo_ebgan::Trainer<M>,
+        monitor: Option<zoo_ebgan::Monitor>,
+        steps: u64,
+        name: &str,
+        curves: &[&str],
+    ) -> anyhow::Result<PathBuf> {
+        use zoo_core::checkpoint::SaveOptions;
+        if let Some(m) = monitor {
+            trainer = trainer.with_monitor(m);
+        }
+        let dir = self.run_dir(M::FAMILY);
+        eprintln!("training {}: {steps} steps, run directory {}", M::FAMILY, dir.display());
+        let lc = zoo_core::train::LoopConfig {
+            checkpoint_every: self.checkpoint_every,
+            resume: self.resume,
+            ..zoo_core::train::LoopConfig::new(&dir, steps)
+        };
+        let summary = zoo_core::train::run(&mut trainer, &lc)?;
+        zoo_eval::picture::curve::plot_curves_from_jsonl(&lc.log_path(), curves, &dir.join("curves.png"))?;
+        let out = dir.join(format!("{name}.safetensors"));
+        let opts = SaveOptions { step: Some(summary.steps_done), seed: Some(self.seed), storage: None };
+        trainer.finish()?.save_with(&out, &opts)?;
+        eprintln!("saved {}", out.display());
+        Ok(out)
+    }
 }
