@@ -1,11 +1,11 @@
 //! Speed of the zoo's GANs on MNIST: EBGAN and its GAN baseline (the conv presets, batch 64, Adam
-//! 2e-4), InfoGAN in the paper's setting (batch 128, G 1e-3, D 2e-4) and AC-GAN without and with
+//! 2e-4; `ebgan-d2` is the published `ebgan-mnist`'s depth-2 autoencoder), InfoGAN in the paper's setting (batch 128, G 1e-3, D 2e-4) and AC-GAN without and with
 //! the MSGAN regulariser (batch 64, 2e-4). One training step as the trainer runs it (generator
 //! forward, discriminator loss, backward and Adam update, generator loss through the updated
 //! discriminator, backward and Adam update), and inference (256 samples in evaluation mode), on
 //! real MNIST digits from data/mnist.
 //!
-//! `cargo bench --bench ebgan -- --model ebgan|gan|infogan|acgan|msgan [--iters N] [--warmup N] [--only infer]`
+//! `cargo bench --bench ebgan -- --model ebgan|ebgan-d2|gan|infogan|acgan|msgan [--iters N] [--warmup N] [--only infer]`
 //! prints one JSON line:
 //! `{"model": .., "threads": T, "train_ms": median, "infer_ms": median, "peak_rss_mb": ..}`.
 //! The PyTorch twins are bench/torch/ebgan.py (EBGAN, GAN) and bench/torch/cgan.py (the others).
@@ -40,6 +40,18 @@ fn time<M: Adversarial>(mut trainer: Trainer<M>, iters: usize, warmup: usize) ->
     Ok((train, infer))
 }
 
+/// The configuration of the published `ebgan-mnist`: the conv preset with a depth-2 autoencoder,
+/// a 128-d code and margin 0.5.
+fn published_ebgan() -> Config {
+    let mut cfg = Config::mnist_conv();
+    cfg.margin = 0.5;
+    if let zoo_ebgan::Architecture::Conv { d_depth, code, .. } = &mut cfg.architecture {
+        *d_depth = 2;
+        *code = 128;
+    }
+    cfg
+}
+
 fn main() -> Result<()> {
     candle_zoo::keep_freed_memory();
     let iters = arg_usize("--iters", 20);
@@ -50,13 +62,14 @@ fn main() -> Result<()> {
     let dev = Device::Cpu;
     let (train, infer) = match model.as_str() {
         "ebgan" => time(Trainer::<Ebgan>::new(&Config::mnist_conv(), recipe, data, &dev)?, iters, warmup)?,
+        "ebgan-d2" => time(Trainer::<Ebgan>::new(&published_ebgan(), recipe, data, &dev)?, iters, warmup)?,
         "gan" => time(Trainer::<Gan>::new(&GanConfig::mnist_conv(), recipe, data, &dev)?, iters, warmup)?,
         "infogan" => {
             time(Trainer::<InfoGan>::new(&InfoGanConfig::mnist(), TrainConfig::infogan(0), data, &dev)?, iters, warmup)?
         }
         "acgan" => time(Trainer::<AcGan>::new(&AcGanConfig::mnist(), recipe, data, &dev)?, iters, warmup)?,
         "msgan" => time(Trainer::<AcGan>::new(&AcGanConfig::mnist_msgan(), recipe, data, &dev)?, iters, warmup)?,
-        other => anyhow::bail!("--model must be ebgan, gan, infogan, acgan or msgan, got '{other}'"),
+        other => anyhow::bail!("--model must be ebgan, ebgan-d2, gan, infogan, acgan or msgan, got '{other}'"),
     };
     report(&model, train, infer);
     Ok(())

@@ -1,7 +1,7 @@
 """Runs every benchmark of bench/ side by side with its PyTorch twin and writes bench/RESULTS.md
 and bench/results.json.
 
-    cargo bench --no-run && python bench/run.py [--rounds 5] [--python PATH]
+    cargo bench --no-run && python bench/run.py [--rounds 5] [--python PATH] [--only ebgan,gan]
 
 Interleaved A/B rounds: for each thread count (1, 2) and each round, the Rust binary and the
 PyTorch script run one after the other; each reports the median of its timed iterations, and the
@@ -21,6 +21,7 @@ import subprocess
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # (family shown in the table, Rust bench binary, PyTorch twin in bench/torch, arguments for both)
 BENCHES = [("judge", "judge", "judge", []), ("ebgan", "ebgan", "ebgan", ["--model", "ebgan"]),
+           ("ebgan-d2", "ebgan", "ebgan", ["--model", "ebgan-d2"]),
            ("gan", "ebgan", "ebgan", ["--model", "gan"]), ("infogan", "ebgan", "cgan", ["--model", "infogan"]),
            ("acgan", "ebgan", "cgan", ["--model", "acgan"]), ("msgan", "ebgan", "cgan", ["--model", "msgan"]),
            ("dann", "dann", "dann", ["--model", "dann"]), ("ddc", "dann", "dann", ["--model", "ddc"]),
@@ -54,11 +55,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--python", default=os.environ.get("PYTHON", "python3"))
+    p.add_argument("--only", help="comma-separated families (e.g. ebgan,gan): print their table only, write no files")
     a = p.parse_args()
+    only = set(a.only.split(",")) if a.only else None
     torch_version = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"], check=True,
                                    capture_output=True, text=True).stdout.strip()
     records = []
     for family, name, twin, args in BENCHES:
+        if only is not None and family not in only:
+            continue
         binary = rust_binary(name)
         for threads in (1, 2):
             ours, theirs = [], []
@@ -72,6 +77,10 @@ def main():
                                 "pytorch_ms": round(t, 3), "ratio": round(o / t, 3),
                                 "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours), 1),
                                 "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs), 1)})
+    if only is not None:
+        for r in records:
+            print(json.dumps(r))
+        return
     stamp = datetime.date.today().isoformat()
     machine = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
     (ROOT / "bench/results.json").write_text(json.dumps({"date": stamp, "machine": machine, "torch": torch_version, "records": records}, indent=2) + "\n")

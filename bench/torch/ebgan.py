@@ -26,18 +26,32 @@ class Generator(nn.Module):
 
 
 class AutoencoderD(nn.Module):
-    def __init__(self):
+    """depth 1: conv 1->64, 32-d code, convT 64->1 (the preset); depth 2: conv 1->64->128, 128-d
+    code, convT 128->64->1 (the published ebgan-mnist); leaky ReLU 0.2 between, linear output."""
+
+    def __init__(self, depth=1):
         super().__init__()
-        self.enc = nn.Conv2d(1, 64, 4, 2, 1)
-        self.code = nn.Linear(64 * 14 * 14, 32)
-        self.dec_fc = nn.Linear(32, 64 * 14 * 14)
-        self.dec = nn.ConvTranspose2d(64, 1, 4, 2, 1)
+        self.depth = depth
+        ch, side, code = (64, 14, 32) if depth == 1 else (128, 7, 128)
+        self.inner = (ch, side)
+        self.enc = nn.ModuleList([nn.Conv2d(1, 64, 4, 2, 1)] + ([nn.Conv2d(64, 128, 4, 2, 1)] if depth == 2 else []))
+        self.code = nn.Linear(ch * side * side, code)
+        self.dec_fc = nn.Linear(code, ch * side * side)
+        self.dec = nn.ModuleList(([nn.ConvTranspose2d(128, 64, 4, 2, 1)] if depth == 2 else []) +
+                                 [nn.ConvTranspose2d(64, 1, 4, 2, 1)])
 
     def forward(self, x):
         x = x * 2 - 1
-        code = self.code(F.leaky_relu(self.enc(x), 0.2).flatten(1))
-        rec = self.dec(F.leaky_relu(self.dec_fc(code), 0.2).view(-1, 64, 14, 14))
-        return ((rec - x) ** 2).flatten(1).mean(1), code
+        e = x
+        for conv in self.enc:
+            e = F.leaky_relu(conv(e), 0.2)
+        code = self.code(e.flatten(1))
+        d = F.leaky_relu(self.dec_fc(code), 0.2).view(-1, self.inner[0], self.inner[1], self.inner[1])
+        for i, conv in enumerate(self.dec):
+            d = conv(d)
+            if i + 1 < len(self.dec):
+                d = F.leaky_relu(d, 0.2)
+        return ((d - x) ** 2).flatten(1).mean(1), code
 
 
 def pulling_away(s):
@@ -59,9 +73,11 @@ class BinaryD(nn.Module):
 
 
 def main():
-    a = parse_args(model=dict(default="ebgan", choices=["ebgan", "gan"]))
+    a = parse_args(model=dict(default="ebgan", choices=["ebgan", "ebgan-d2", "gan"]))
     g = Generator()
-    d = AutoencoderD() if a.model == "ebgan" else BinaryD()
+    ebgan = a.model.startswith("ebgan")
+    margin = 1.0 if a.model == "ebgan" else 0.5
+    d = AutoencoderD(2 if a.model == "ebgan-d2" else 1) if ebgan else BinaryD()
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     x, _ = load_digits(64)
@@ -70,17 +86,17 @@ def main():
     def train_step():
         fake = g(torch.rand(64, 62) * 2 - 1)
         opt_d.zero_grad(set_to_none=True)
-        if a.model == "ebgan":
+        if ebgan:
             er, _ = d(x)
             ef, _ = d(fake.detach())
-            loss_d = (er + F.relu(1.0 - ef)).mean()
+            loss_d = (er + F.relu(margin - ef)).mean()
         else:
             loss_d = F.binary_cross_entropy_with_logits(d(x), ones) + \
                 F.binary_cross_entropy_with_logits(d(fake.detach()), zeros)
         loss_d.backward()
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
-        if a.model == "ebgan":
+        if ebgan:
             e, code = d(fake)
             loss_g = e.mean() + 0.1 * pulling_away(code)
         else:

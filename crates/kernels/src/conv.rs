@@ -271,6 +271,38 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_weight_gets_no_gradient_and_the_input_the_same_one() {
+        // A network held fixed (its weights detached, as a discriminator's in the generator's
+        // update): the input gradient must equal the one with trainable weights, bit for bit,
+        // and no gradient reaches the weights.
+        let p = ConvParams { stride: 2, padding: 1, ..Default::default() };
+        for (transposed, xs, ws) in [(false, [5, 3, 9, 8], [4, 3, 4, 4]), (true, [5, 4, 5, 6], [4, 3, 4, 4])] {
+            let x = Var::from_tensor(&rand(&xs, 1, DType::F32)).unwrap();
+            let w = Var::from_tensor(&rand(&ws, 2, DType::F32)).unwrap();
+            let nb = if transposed { ws[1] } else { ws[0] };
+            let b = Var::from_tensor(&rand(&[nb], 3, DType::F32)).unwrap();
+            let run = |w: &Tensor, b: &Tensor| {
+                let y = if transposed {
+                    conv_transpose2d(x.as_tensor(), w, Some(b), p).unwrap()
+                } else {
+                    conv2d(x.as_tensor(), w, Some(b), p).unwrap()
+                };
+                let up = rand(y.dims(), 4, DType::F32);
+                y.mul(&up).unwrap().sum_all().unwrap().backward().unwrap()
+            };
+            let live = run(w.as_tensor(), b.as_tensor());
+            let (wd, bd) = (w.as_tensor().detach(), b.as_tensor().detach());
+            let fixed = run(&wd, &bd);
+            let (a, c) = (live.get(x.as_tensor()).unwrap(), fixed.get(x.as_tensor()).unwrap());
+            assert_eq!(max_diff(a, c), 0.0, "transposed {transposed}");
+            for t in [w.as_tensor(), b.as_tensor(), &wd, &bd] {
+                assert!(fixed.get(t).is_none(), "transposed {transposed}: a fixed parameter got a gradient");
+            }
+            assert!(live.get(w.as_tensor()).is_some() && live.get(b.as_tensor()).is_some());
+        }
+    }
+
+    #[test]
     fn bad_shapes_are_errors() {
         let x = rand(&[1, 3, 8, 8], 1, DType::F32);
         let w = rand(&[4, 2, 3, 3], 2, DType::F32);

@@ -396,7 +396,17 @@ impl ConvPlan {
 
     /// The backward pass: from the input, the weight and the output's gradient, the input's
     /// gradient (when `need_dx`), the weight's `[M, CK]` and the bias's (one per output channel).
-    fn backward<T: WithDType>(&self, x: &[T], w: &[T], dy: &[T], need_dx: bool) -> (Vec<T>, Vec<T>, Vec<T>) {
+    /// `(dx, dw, db)`; `dx` is empty unless `need_dx`, `dw` and `db` are empty (their GEMM and
+    /// sums skipped) unless `need_dw`: the weights of a network held fixed (e.g. a
+    /// discriminator's, in the generator's update) need no gradient.
+    fn backward<T: WithDType>(
+        &self,
+        x: &[T],
+        w: &[T],
+        dy: &[T],
+        need_dx: bool,
+        need_dw: bool,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let (p, ck, m) = (self.p(), self.ck(), self.m);
         let (il, ol) = (self.input_len(), self.output_len());
         let nbias = self.bias_len();
@@ -412,8 +422,9 @@ impl ConvPlan {
             .into_par_iter()
             .enumerate()
             .map(|(gi, dxs)| {
-                let mut dw = vec![T::zero(); m * ck];
-                let mut db = vec![T::zero(); nbias];
+                let (nw, nbw) = if need_dw { (m * ck, nbias) } else { (0, 0) };
+                let mut dw = vec![T::zero(); nw];
+                let mut db = vec![T::zero(); nbw];
                 let mut cols = vec![T::zero(); ck * nb * p];
                 let mut side = vec![T::zero(); m * nb * p];
                 let first = gi * per;
@@ -426,15 +437,24 @@ impl ConvPlan {
                     let dyg = &dy[(first + start) * ol..][..n * ol];
                     // Column side [M, n*P] and image side of these images, for the weight gradient.
                     let (colside, imgside) = if self.transposed { (xg, dyg) } else { (dyg, xg) };
-                    gather(colside, m, p, &mut side);
-                    let img_len = self.image_len();
-                    for (j, img) in imgside.chunks(img_len).enumerate() {
-                        image_to_columns(img, &self.g, &mut cols[j * p..], rs);
+                    // The input gradient needs the gathered output gradient of a convolution
+                    // and the columns of a transposed one's output gradient; the rest is for
+                    // the weight gradient only.
+                    if need_dw || !self.transposed {
+                        gather(colside, m, p, &mut side);
                     }
-                    gemm_into(&mut dw, (m, ck, rs), Mat::of(&side, rs), Mat::t(&cols, rs), true, par);
-                    let chunk = if self.transposed { self.g.height * self.g.width } else { p };
-                    for (i, row) in dyg.chunks(chunk).enumerate() {
-                        db[i % nbias] += sum(row);
+                    if need_dw || self.transposed {
+                        let img_len = self.image_len();
+                        for (j, img) in imgside.chunks(img_len).enumerate() {
+                            image_to_columns(img, &self.g, &mut cols[j * p..], rs);
+                        }
+                    }
+                    if need_dw {
+                        gemm_into(&mut dw, (m, ck, rs), Mat::of(&side, rs), Mat::t(&cols, rs), true, par);
+                        let chunk = if self.transposed { self.g.height * self.g.width } else { p };
+                        for (i, row) in dyg.chunks(chunk).enumerate() {
+                            db[i % nbias] += sum(row);
+                        }
                     }
                     if need_dx {
                         let dxg = &mut dxs[start * il..(start + n) * il];
@@ -468,7 +488,8 @@ impl ConvPlan {
                 }
                 (dw, db)
             });
-        let (dw, db) = sums.unwrap_or_else(|| (vec![T::zero(); m * ck], vec![T::zero(); nbias]));
+        let (nw, nbw) = if need_dw { (m * ck, nbias) } else { (0, 0) };
+        let (dw, db) = sums.unwrap_or_else(|| (vec![T::zero(); nw], vec![T::zero(); nbw]));
         // SAFETY: every thread wrote its whole part of `dx` (nothing when `dx` is not needed).
         (unsafe { assume_init_vec(dx) }, dw, db)
     }
@@ -515,19 +536,32 @@ impl ConvPlan {
     }
 
     /// The gradients of input, weight and bias, as tensors shaped like them.
-    fn grads(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    /// The gradients of the input (when it needs one) and, when `need_dw`, of the weight and
+    /// the bias (flat).
+    #[allow(clippy::type_complexity)]
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+        need_dw: bool,
+    ) -> Result<(Option<Tensor>, Option<(Tensor, Tensor)>)> {
         let need_dx = x.track_op();
         let packed = x.detach().apply_op3_no_bwd(
             &w.detach(),
             &grad.detach().contiguous()?,
-            &ConvBackward { plan: *self, need_dx },
+            &ConvBackward { plan: *self, need_dx, need_dw },
         )?;
-        let (nx, nw) = (if need_dx { self.batch * self.input_len() } else { 0 }, self.m * self.ck());
-        let nb = packed.elem_count() - nx - nw;
+        let nx = if need_dx { self.batch * self.input_len() } else { 0 };
         let dx = if need_dx { Some(packed.narrow(0, 0, nx)?.reshape(x.shape())?) } else { None };
+        if !need_dw {
+            return Ok((dx, None));
+        }
+        let nw = self.m * self.ck();
+        let nb = packed.elem_count() - nx - nw;
         let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
         let db = packed.narrow(0, nx + nw, nb)?;
-        Ok((dx, dw, db))
+        Ok((dx, Some((dw, db))))
     }
 }
 
@@ -536,6 +570,7 @@ impl ConvPlan {
 struct ConvBackward {
     plan: ConvPlan,
     need_dx: bool,
+    need_dw: bool,
 }
 
 impl CustomOp3 for ConvBackward {
@@ -560,7 +595,7 @@ impl CustomOp3 for ConvBackward {
         ) -> Result<Vec<T>> {
             let what = "convolution backward";
             let (x, w, g) = (contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, contiguous(gs, gl, what)?);
-            let (mut dx, dw, db) = op.plan.backward(x, w, g, op.need_dx);
+            let (mut dx, dw, db) = op.plan.backward(x, w, g, op.need_dx, op.need_dw);
             dx.extend_from_slice(&dw);
             dx.extend_from_slice(&db);
             Ok(dx)
@@ -593,8 +628,10 @@ impl CustomOp2 for ConvNoBias {
         self.0.run((s1, l1), (s2, l2), None)
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.0.grads(x, w, grad)?;
-        Ok((dx, Some(dw)))
+        // A weight held fixed (detached, e.g. a discriminator's in the generator's update) gets
+        // no gradient, and its GEMM is skipped.
+        let (dx, dwb) = self.0.grads(x, w, grad, w.track_op())?;
+        Ok((dx, dwb.map(|(dw, _)| dw)))
     }
 }
 
@@ -621,8 +658,11 @@ impl CustomOp3 for ConvBias {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = self.0.grads(x, w, grad)?;
-        Ok((dx, Some(dw), Some(db.reshape(b.shape())?)))
+        let (dx, dwb) = self.0.grads(x, w, grad, w.track_op() || b.track_op())?;
+        match dwb {
+            Some((dw, db)) => Ok((dx, Some(dw), Some(db.reshape(b.shape())?))),
+            None => Ok((dx, None, None)),
+        }
     }
 }
 

@@ -103,17 +103,23 @@ impl LinearOp {
     }
 
     /// `dx = dy W`, `dW = dy^T x`, and (with a bias) `db = 1^T dy`, all contiguous.
-    /// `dx` is skipped (`None`) when `x` needs no gradient (data, or a detached batch).
+    /// `dx` is skipped (`None`) when `x` needs no gradient (data, or a detached batch), `dW` and
+    /// `db` when `need_dw` is false (a weight held fixed, e.g. detached).
+    #[allow(clippy::type_complexity)]
     fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
         grad: &Tensor,
         bias: bool,
-    ) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        need_dw: bool,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let needs_dx = x.track_op();
         let (x, w, grad) = (x.detach(), w.detach(), grad.detach().contiguous()?);
         let dx = if needs_dx { Some(grad.matmul(&w)?) } else { None };
+        if !need_dw {
+            return Ok((dx, None, None));
+        }
         let dw = grad.t()?.matmul(&x)?;
         let db = if bias {
             let ones = Tensor::ones((1, self.m), grad.dtype(), grad.device())?;
@@ -121,7 +127,7 @@ impl LinearOp {
         } else {
             None
         };
-        Ok((dx, dw, db))
+        Ok((dx, Some(dw), db))
     }
 }
 
@@ -136,8 +142,8 @@ impl CustomOp2 for LinearNoBias {
         self.0.run(s1, l1, s2, l2, None)
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.0.grads(x, w, grad, false)?;
-        Ok((dx, Some(dw)))
+        let (dx, dw, _) = self.0.grads(x, w, grad, false, w.track_op())?;
+        Ok((dx, dw))
     }
 }
 
@@ -160,12 +166,11 @@ impl CustomOp3 for LinearBias {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = self.0.grads(x, w, grad, true)?;
-        Ok((dx, Some(dw), db))
+        self.0.grads(x, w, grad, true, w.track_op() || b.track_op())
     }
 }
 
@@ -214,6 +219,29 @@ mod tests {
     use super::*;
     use crate::util::{max_abs_diff as max_diff, test_rand as rand};
     use candle_core::{Device, Var};
+
+    #[test]
+    fn a_fixed_weight_gets_no_gradient_and_the_input_the_same_one() {
+        let x = Var::from_tensor(&rand(&[6, 5], 1, DType::F32)).unwrap();
+        let w = Var::from_tensor(&rand(&[3, 5], 2, DType::F32)).unwrap();
+        let b = Var::from_tensor(&rand(&[3], 3, DType::F32)).unwrap();
+        let up = rand(&[6, 3], 4, DType::F32);
+        for bias in [false, true] {
+            let run = |w: &Tensor, b: &Tensor| {
+                let y = linear(x.as_tensor(), w, bias.then_some(b)).unwrap();
+                y.mul(&up).unwrap().sum_all().unwrap().backward().unwrap()
+            };
+            let live = run(w.as_tensor(), b.as_tensor());
+            let (wd, bd) = (w.as_tensor().detach(), b.as_tensor().detach());
+            let fixed = run(&wd, &bd);
+            let (a, c) = (live.get(x.as_tensor()).unwrap(), fixed.get(x.as_tensor()).unwrap());
+            assert_eq!(max_diff(a, c), 0.0, "bias {bias}");
+            for t in [w.as_tensor(), b.as_tensor(), &wd, &bd] {
+                assert!(fixed.get(t).is_none(), "bias {bias}: a fixed parameter got a gradient");
+            }
+            assert!(live.get(w.as_tensor()).is_some());
+        }
+    }
 
     #[test]
     fn matches_candle_forward_and_backward() {

@@ -296,6 +296,21 @@ impl Ebgan {
         self.check_images(x)?;
         self.discriminator.forward_t(x, self.cfg.energy, train)
     }
+
+    /// Energies of generated images for the generator's update (training mode): through the
+    /// discriminator with its weights held fixed ([`zoo_core::nn::fixed_var_builder`]), so the
+    /// backward pass computes no gradient for them, which that update would not use. The
+    /// generator's gradients are the same. A discriminator with BatchNorm goes through as it is,
+    /// so that this forward still updates its running statistics.
+    pub fn generator_energies(&self, fake: &Tensor) -> Result<Energies> {
+        self.check_images(fake)?;
+        let has_batchnorm = matches!(self.cfg.architecture, Architecture::Conv { d_batchnorm: true, .. });
+        if has_batchnorm {
+            return self.discriminator.forward_t(fake, self.cfg.energy, true);
+        }
+        let vb = zoo_core::nn::fixed_var_builder(&self.varmap, "discriminator", fake.dtype(), fake.device());
+        Discriminator::new(&self.cfg, vb)?.forward_t(fake, self.cfg.energy, true)
+    }
 }
 
 impl Adversarial for Ebgan {
@@ -322,7 +337,7 @@ impl Adversarial for Ebgan {
     }
 
     fn generator_loss(&self, _step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
-        let e = self.energies(fake, true)?;
+        let e = self.generator_energies(fake)?;
         let loss = crate::loss::generator_loss(&e.energy, &e.embedding, self.cfg.pt_weight)?;
         let pt = crate::loss::pulling_away_term(&e.embedding)?;
         Ok((loss.clone(), vec![("loss_g".into(), scalar(&loss)?), ("pulling_away".into(), scalar(&pt)?)]))
@@ -379,6 +394,41 @@ mod tests {
             let deep_layers = m.varmap().data().lock().unwrap().keys().filter(|k| k.contains("_conv2.")).count();
             let expect = if matches!(cfg.architecture, Architecture::Conv { d_depth: 2, .. }) { 4 } else { 0 };
             assert_eq!(deep_layers, expect, "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn the_generator_update_through_the_fixed_discriminator_has_the_same_gradients() {
+        let mut deep = Config::mnist_conv();
+        if let Architecture::Conv { d_depth, code, .. } = &mut deep.architecture {
+            *d_depth = 2;
+            *code = 128;
+        }
+        let mut with_bn = Config::mnist_conv();
+        if let Architecture::Conv { d_batchnorm, .. } = &mut with_bn.architecture {
+            *d_batchnorm = true;
+        }
+        for cfg in [Config::mnist_conv(), deep, with_bn, Config::paper_mnist_fc()] {
+            let m = model(&cfg);
+            let z = m.latents(8, &mut ZooRng::new(1), &Device::Cpu).unwrap();
+            let fake = m.generator.forward_t(&z, true).unwrap();
+            let loss = |e: Energies| generator_loss(&e.energy, &e.embedding, cfg.pt_weight).unwrap();
+            let live = loss(m.energies(&fake, true).unwrap()).backward().unwrap();
+            let fixed = loss(m.generator_energies(&fake).unwrap()).backward().unwrap();
+            let fixes_d = !matches!(cfg.architecture, Architecture::Conv { d_batchnorm: true, .. });
+            for (name, var) in m.varmap().data().lock().unwrap().iter() {
+                let (a, b) = (live.get(var.as_tensor()), fixed.get(var.as_tensor()));
+                if name.contains("running_") {
+                    continue;
+                }
+                if name.starts_with("generator.") {
+                    let (a, b) = (a.expect(name), b.expect(name));
+                    let d = a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                    assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{name} {cfg:?}");
+                } else if fixes_d {
+                    assert!(a.is_some() && b.is_none(), "{name} {cfg:?}");
+                }
+            }
         }
     }
 

@@ -30,3 +30,25 @@ pub use zoo_kernels::max_pool2d;
 /// ReLU and leaky ReLU as single ops with a one-pass backward on the CPU (gradient 0, resp.
 /// `slope`, at exactly 0, as in PyTorch); see [`zoo_kernels::relu`].
 pub use zoo_kernels::{leaky_relu, relu};
+
+/// A [`candle_nn::VarBuilder`] over the variables of `varmap` under `prefix` (e.g.
+/// `"discriminator"`, without the dot), detached from them. Layers built from it share the
+/// variables' storage and compute the same outputs, and pass gradients on to their inputs, but
+/// their weights get none, so the convolution and linear kernels skip those GEMMs: for a network
+/// held fixed while another trains through it, as a GAN's discriminator in the generator's
+/// update. BatchNorm running statistics built from it are copies, so a layer in training mode
+/// updates the copies only.
+pub fn fixed_var_builder(
+    varmap: &candle_nn::VarMap,
+    prefix: &str,
+    dtype: candle_core::DType,
+    dev: &candle_core::Device,
+) -> candle_nn::VarBuilder<'static> {
+    let start = format!("{prefix}.");
+    let data = varmap.data().lock().expect("the variable map's lock");
+    let tensors = data
+        .iter()
+        .filter_map(|(name, var)| Some((name.strip_prefix(&start)?.to_string(), var.as_tensor().detach())))
+        .collect::<std::collections::HashMap<_, _>>();
+    candle_nn::VarBuilder::from_tensors(tensors, dtype, dev)
+}
