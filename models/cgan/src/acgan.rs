@@ -126,6 +126,17 @@ impl AcGan {
         self.discriminator.forward_t(x, train)
     }
 
+    /// D's outputs of generated images for the generator's update (training mode), through D
+    /// with its weights held fixed ([`zoo_core::nn::fixed_var_builder`]): the generator's
+    /// gradients are the same, none is computed for D, and BatchNorm running statistics are
+    /// updated as by [`AcGan::discriminate`].
+    pub fn discriminate_fixed(&self, fake: &Tensor) -> Result<AuxOutputs> {
+        self.check_images(fake)?;
+        let c = &self.cfg;
+        let vb = zoo_core::nn::fixed_var_builder(&self.varmap, "discriminator", fake.dtype(), fake.device());
+        AuxDiscriminator::new(c.hidden, c.classes, 0, c.image_size, vb)?.forward_t(fake, true)
+    }
+
     /// MSGAN's `d_I(G(y, z1), G(y, z2)) / d_z(z1, z2)` (mean absolute differences) for the
     /// generated batch `fake` of `latents`, with `z2` drawn from a generator seeded by `latents`.
     pub fn mode_seeking_ratio(&self, latents: &Tensor, fake: &Tensor) -> Result<Tensor> {
@@ -185,7 +196,7 @@ impl Adversarial for AcGan {
     }
 
     fn generator_loss(&self, step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
-        let f = self.discriminate(fake, true)?;
+        let f = self.discriminate_fixed(fake)?;
         let mut loss = (bce_with_logits(&f.logits, &f.logits.ones_like()?)?
             + cross_entropy(&f.code_logits, &self.classes_of(step.latents)?)?)?;
         let mut metrics = Vec::new();

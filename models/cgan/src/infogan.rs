@@ -286,6 +286,20 @@ impl InfoGan {
         self.discriminator.forward_t(x, train)
     }
 
+    /// D's and Q's outputs of generated images for the generator's update (training mode),
+    /// through D and Q with their weights held fixed ([`zoo_core::nn::fixed_var_builder`]): the
+    /// generator's gradients are the same, none is computed for D and Q (the generator's
+    /// optimiser would not use them; Q learns from the discriminator's loss), and BatchNorm
+    /// running statistics are updated as by [`InfoGan::discriminate`].
+    pub fn discriminate_fixed(&self, fake: &Tensor) -> Result<AuxOutputs> {
+        self.check_images(fake)?;
+        let c = &self.cfg;
+        let vb = zoo_core::nn::fixed_var_builder(&self.varmap, "discriminator", fake.dtype(), fake.device());
+        AuxDiscriminator::new(c.hidden, c.categories, c.continuous, c.image_size, vb)?
+            .with_input(c.leaky_slope, c.signed_input)
+            .forward_t(fake, true)
+    }
+
     /// `n` noise vectors `z ~ U(-noise_range, noise_range)`, `[n, noise_dim]`.
     pub fn noise(&self, n: usize, rng: &mut ZooRng, dev: &Device) -> Result<Tensor> {
         let (d, r) = (self.cfg.noise_dim, self.cfg.noise_range);
@@ -347,7 +361,7 @@ impl Adversarial for InfoGan {
     }
 
     fn generator_loss(&self, step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
-        let f = self.discriminate(fake, true)?;
+        let f = self.discriminate_fixed(fake)?;
         // Non-saturating GAN loss plus the information term through G.
         let gan = bce_with_logits(&f.logits, &f.logits.ones_like()?)?;
         let info = info_loss(&f, &self.codes(step.latents)?, self.cfg.continuous_weight)?;
@@ -449,6 +463,34 @@ mod tests {
         old.as_object_mut().unwrap().remove("noise_range");
         let cfg: InfoGanConfig = serde_json::from_value(old).unwrap();
         assert_eq!(cfg.noise_range, 1.0);
+    }
+
+    #[test]
+    fn the_generator_update_through_fixed_d_and_q_has_the_same_gradients() {
+        for cfg in [InfoGanConfig::mnist(), InfoGanConfig::mnist_authors_code()] {
+            let m = InfoGan::new(&cfg, &Device::Cpu).unwrap();
+            zoo_core::init::init_dcgan(m.varmap(), &mut ZooRng::new(0)).unwrap();
+            let z = m.latents(8, &mut ZooRng::new(1), &Device::Cpu).unwrap();
+            let fake = m.generator.forward_t(&z, true).unwrap();
+            let loss = |f: AuxOutputs| {
+                let l = (f.logits.sum_all().unwrap() + f.code_logits.sqr().unwrap().sum_all().unwrap()).unwrap();
+                (l + f.code_means.sum_all().unwrap()).unwrap().backward().unwrap()
+            };
+            let live = loss(m.discriminate(&fake, true).unwrap());
+            let fixed = loss(m.discriminate_fixed(&fake).unwrap());
+            for (name, var) in m.varmap().data().lock().unwrap().iter() {
+                if name.contains("running_") {
+                    continue;
+                }
+                let (a, b) = (live.get(var.as_tensor()), fixed.get(var.as_tensor()));
+                if name.starts_with("generator.") {
+                    let (a, b) = (a.expect(name).flatten_all().unwrap(), b.expect(name).flatten_all().unwrap());
+                    assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap(), "{name}");
+                } else {
+                    assert!(a.is_some() && b.is_none(), "{name}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -171,6 +171,16 @@ impl Gan {
         self.check_images(x)?;
         self.discriminator.forward_t(x, train)
     }
+
+    /// Logits of generated images for the generator's update (training mode), through the
+    /// discriminator with its weights held fixed ([`zoo_core::nn::fixed_var_builder`]): no
+    /// gradient is computed for them, the generator's are the same, and the BatchNorm running
+    /// statistics are updated as by [`Gan::logits`].
+    pub fn generator_logits(&self, fake: &Tensor) -> Result<Tensor> {
+        self.check_images(fake)?;
+        let vb = zoo_core::nn::fixed_var_builder(&self.varmap, "discriminator", fake.dtype(), fake.device());
+        BinaryDiscriminator::new(&self.cfg, vb)?.forward_t(fake, true)
+    }
 }
 
 impl Adversarial for Gan {
@@ -197,7 +207,7 @@ impl Adversarial for Gan {
     }
 
     fn generator_loss(&self, _step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
-        let l = self.logits(fake, true)?;
+        let l = self.generator_logits(fake)?;
         // Non-saturating: G maximises log D(G(z)) rather than minimising log(1 - D(G(z))).
         let loss = bce_with_logits(&l, &l.ones_like()?)?;
         Ok((loss.clone(), vec![("loss_g".into(), scalar(&loss)?)]))
@@ -232,6 +242,45 @@ mod tests {
         assert_eq!(count(gan.varmap(), "generator."), count(ebgan.varmap(), "generator."));
         let (dg, de) = (count(gan.varmap(), "discriminator."), count(ebgan.varmap(), "discriminator."));
         assert!((dg as f64 / de as f64 - 1.0).abs() < 0.2, "D sizes {dg} vs {de}");
+    }
+
+    #[test]
+    fn the_generator_update_through_the_fixed_discriminator_has_the_same_gradients_and_statistics() {
+        let m = model(&GanConfig::mnist_conv());
+        let z = m.latents(8, &mut ZooRng::new(1), &Device::Cpu).unwrap();
+        let fake = m.generator.forward_t(&z, true).unwrap();
+        let vars: Vec<(String, candle_core::Var)> =
+            m.varmap().data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let running: Vec<_> =
+            vars.iter().filter(|(k, _)| k.starts_with("discriminator.") && k.contains("running_")).collect();
+        assert!(!running.is_empty());
+        let before: Vec<Tensor> = running.iter().map(|(_, v)| v.as_tensor().copy().unwrap()).collect();
+        let loss = |l: Tensor| bce_with_logits(&l, &l.ones_like().unwrap()).unwrap().backward().unwrap();
+        let fixed = loss(m.generator_logits(&fake).unwrap());
+        let after_fixed: Vec<Vec<f32>> = running.iter().map(|(_, v)| v.as_tensor().to_vec1().unwrap()).collect();
+        for ((_, v), b) in running.iter().zip(&before) {
+            v.set(b).unwrap();
+        }
+        let live = loss(m.logits(&fake, true).unwrap());
+        let after_live: Vec<Vec<f32>> = running.iter().map(|(_, v)| v.as_tensor().to_vec1().unwrap()).collect();
+        assert_eq!(after_fixed, after_live, "running statistics");
+        assert_ne!(after_live[0], before[0].to_vec1::<f32>().unwrap(), "the forward updates the statistics");
+        for (name, var) in &vars {
+            if name.contains("running_") {
+                continue;
+            }
+            let (a, b) = (live.get(var.as_tensor()), fixed.get(var.as_tensor()));
+            if name.starts_with("generator.") {
+                let (a, b) = (a.expect(name), b.expect(name));
+                assert_eq!(
+                    a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    "{name}"
+                );
+            } else {
+                assert!(a.is_some() && b.is_none(), "{name}");
+            }
+        }
     }
 
     #[test]
