@@ -81,8 +81,53 @@ pub fn vars_without_gradient(varmap: &VarMap, grads: &GradStore) -> Vec<String> 
     missing
 }
 
+/// Checks a pass through a network held fixed (built with [`crate::nn::fixed_var_builder`])
+/// against the same loss through the trainable network: returns the trainable variables under
+/// `trained` (e.g. `"generator."`) whose gradients differ between `live` and `fixed` (bit for
+/// bit, or missing from either), and the other trainable variables that got a gradient in
+/// `fixed` or none in `live`. Empty when the fixed pass is right.
+pub fn fixed_pass_mismatches(varmap: &VarMap, live: &GradStore, fixed: &GradStore, trained: &str) -> Vec<String> {
+    let data = varmap.data().lock().expect("var map lock");
+    let values = |g: Option<&Tensor>| {
+        g.and_then(|g| g.flatten_all().and_then(|g| g.to_dtype(DType::F64)?.to_vec1::<f64>()).ok())
+    };
+    trainable_names_locked(&data)
+        .into_iter()
+        .filter(|name| {
+            let t = data[name].as_tensor();
+            let (a, b) = (live.get(t), fixed.get(t));
+            if name.starts_with(trained) {
+                let (a, b) = (values(a), values(b));
+                a.is_none() || a != b
+            } else {
+                a.is_none() || b.is_some()
+            }
+        })
+        .collect()
+}
+
 fn trainable_names_locked(data: &std::collections::HashMap<String, Var>) -> Vec<String> {
     let mut names: Vec<String> = data.keys().filter(|n| crate::init::is_trainable_name(n)).cloned().collect();
     names.sort();
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_pass_mismatches_finds_a_fixed_weight_that_got_a_gradient_and_a_changed_one() {
+        let vm = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let g = vb.get_with_hints(3, "g.w", candle_nn::init::Init::Const(0.5)).unwrap();
+        let d = vb.get_with_hints(3, "d.w", candle_nn::init::Init::Const(2.0)).unwrap();
+        let d_fixed = crate::nn::fixed_var_builder(&vm, "d", DType::F32, &Device::Cpu).get(3, "w").unwrap();
+        let loss =
+            |d: &Tensor, k: f64| (&g * d).unwrap().affine(k, 0.0).unwrap().sum_all().unwrap().backward().unwrap();
+        let live = loss(&d, 1.0);
+        assert!(fixed_pass_mismatches(&vm, &live, &loss(&d_fixed, 1.0), "g.").is_empty());
+        assert_eq!(fixed_pass_mismatches(&vm, &live, &loss(&d, 1.0), "g."), vec!["d.w".to_string()]);
+        assert_eq!(fixed_pass_mismatches(&vm, &live, &loss(&d_fixed, 2.0), "g."), vec!["g.w".to_string()]);
+    }
 }

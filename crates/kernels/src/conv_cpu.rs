@@ -395,10 +395,9 @@ impl ConvPlan {
     }
 
     /// The backward pass: from the input, the weight and the output's gradient, the input's
-    /// gradient (when `need_dx`), the weight's `[M, CK]` and the bias's (one per output channel).
-    /// `(dx, dw, db)`; `dx` is empty unless `need_dx`, `dw` and `db` are empty (their GEMM and
-    /// sums skipped) unless `need_dw`: the weights of a network held fixed (e.g. a
-    /// discriminator's, in the generator's update) need no gradient.
+    /// gradient (empty unless `need_dx`), the weight's `[M, CK]` and the bias's (one per output
+    /// channel; both empty, their GEMM and sums skipped, unless `need_dw`: the weights of a
+    /// network held fixed, e.g. a discriminator's in the generator's update, need none).
     fn backward<T: WithDType>(
         &self,
         x: &[T],
@@ -410,6 +409,7 @@ impl ConvPlan {
         let (p, ck, m) = (self.p(), self.ck(), self.m);
         let (il, ol) = (self.input_len(), self.output_len());
         let nbias = self.bias_len();
+        let (nw, nbw) = if need_dw { (m * ck, nbias) } else { (0, 0) };
         // Each thread initialises its own part of `dx` (zeros to add the columns into, or
         // overwritten whole by `scatter`).
         let mut dx = uninit_vec::<T>(if need_dx { self.batch * il } else { 0 });
@@ -422,7 +422,6 @@ impl ConvPlan {
             .into_par_iter()
             .enumerate()
             .map(|(gi, dxs)| {
-                let (nw, nbw) = if need_dw { (m * ck, nbias) } else { (0, 0) };
                 let mut dw = vec![T::zero(); nw];
                 let mut db = vec![T::zero(); nbw];
                 let mut cols = vec![T::zero(); ck * nb * p];
@@ -488,7 +487,6 @@ impl ConvPlan {
                 }
                 (dw, db)
             });
-        let (nw, nbw) = if need_dw { (m * ck, nbias) } else { (0, 0) };
         let (dw, db) = sums.unwrap_or_else(|| (vec![T::zero(); nw], vec![T::zero(); nbw]));
         // SAFETY: every thread wrote its whole part of `dx` (nothing when `dx` is not needed).
         (unsafe { assume_init_vec(dx) }, dw, db)
@@ -535,7 +533,6 @@ impl ConvPlan {
         Ok((out, self.output_shape()))
     }
 
-    /// The gradients of input, weight and bias, as tensors shaped like them.
     /// The gradients of the input (when it needs one) and, when `need_dw`, of the weight and
     /// the bias (flat).
     #[allow(clippy::type_complexity)]

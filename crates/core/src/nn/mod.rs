@@ -36,8 +36,9 @@ pub use zoo_kernels::{leaky_relu, relu};
 /// variables' storage and compute the same outputs, and pass gradients on to their inputs, but
 /// their weights get none, so the convolution and linear kernels skip those GEMMs: for a network
 /// held fixed while another trains through it, as a GAN's discriminator in the generator's
-/// update. BatchNorm running statistics (`running_mean`, `running_var`, never differentiated)
-/// stay the variables themselves, so a BatchNorm layer in training mode still updates them.
+/// update. Variables that are not trained (BatchNorm running statistics,
+/// [`crate::init::is_trainable_name`]) stay the variables themselves, so a BatchNorm layer in
+/// training mode still updates them.
 pub fn fixed_var_builder(
     varmap: &candle_nn::VarMap,
     prefix: &str,
@@ -50,8 +51,8 @@ pub fn fixed_var_builder(
         .iter()
         .filter_map(|(name, var)| {
             let local = name.strip_prefix(&start)?;
-            let running = local.ends_with("running_mean") || local.ends_with("running_var");
-            Some((local.to_string(), if running { var.as_tensor().clone() } else { var.as_tensor().detach() }))
+            let t = var.as_tensor();
+            Some((local.to_string(), if crate::init::is_trainable_name(name) { t.detach() } else { t.clone() }))
         })
         .collect::<std::collections::HashMap<_, _>>();
     candle_nn::VarBuilder::from_tensors(tensors, dtype, dev)
