@@ -27,6 +27,26 @@ pub fn arg_usize(name: &str, default: usize) -> usize {
     arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Whether the step `kind` ("train" or "infer") is to be timed: `--only train` or `--only infer`
+/// times that one alone (for profiling); the other is reported as NaN.
+pub fn wanted(kind: &str) -> bool {
+    arg("--only").is_none_or(|only| only == kind)
+}
+
+/// Median wall time of `f` as [`timed_ms`] measures it when `kind` is [`wanted`], else NaN.
+pub fn timed_if(
+    kind: &str,
+    warmup: usize,
+    iters: usize,
+    f: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    if wanted(kind) {
+        timed_ms(warmup, iters, f)
+    } else {
+        Ok(f64::NAN)
+    }
+}
+
 /// Threads the run was given (RAYON_NUM_THREADS, set by bench/run.py; 0 when unset).
 pub fn threads() -> usize {
     std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0)

@@ -3,11 +3,11 @@
 //! momentum) for DANN, DDC and the source-only baseline, and inference (classifying 500 MNIST-M
 //! images), on digits from data/mnist and MNIST-M built from data/photos.
 //!
-//! `cargo bench --bench dann -- --model dann|ddc|source-only [--iters N] [--warmup N]` prints one
+//! `cargo bench --bench dann -- --model dann|ddc|source-only [--iters N] [--warmup N] [--only train|infer]` prints one
 //! JSON line like the other benches. The PyTorch twin is bench/torch/dann.py.
 
 mod common;
-use common::{arg, arg_usize, report, timed_ms};
+use common::{arg, arg_usize, report, timed_if};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,9 +26,9 @@ fn time<M: Adaptation>(
     warmup: usize,
 ) -> Result<(f64, f64)> {
     let dev = Device::Cpu;
-    let train = timed_ms(warmup, iters, |i| trainer.train_step(i as u64).map(drop))?;
+    let train = timed_if("train", warmup, iters, |i| trainer.train_step(i as u64).map(drop))?;
     let (x, _) = target.batch(&(0..500).collect::<Vec<_>>(), &dev)?;
-    let infer = timed_ms(warmup, iters, |_| {
+    let infer = timed_if("infer", warmup, iters, |_| {
         trainer.model.classifier().forward(&x)?.argmax(1)?.to_vec1::<u32>()?;
         Ok(())
     })?;

@@ -5,13 +5,13 @@
 //! discriminator, backward and Adam update), and inference (256 samples in evaluation mode), on
 //! real MNIST digits from data/mnist.
 //!
-//! `cargo bench --bench ebgan -- --model ebgan|ebgan-d2|gan|infogan|acgan|msgan [--iters N] [--warmup N] [--only infer]`
+//! `cargo bench --bench ebgan -- --model ebgan|ebgan-d2|gan|infogan|acgan|msgan [--iters N] [--warmup N] [--only train|infer]`
 //! prints one JSON line:
 //! `{"model": .., "threads": T, "train_ms": median, "infer_ms": median, "peak_rss_mb": ..}`.
 //! The PyTorch twins are bench/torch/ebgan.py (EBGAN, GAN) and bench/torch/cgan.py (the others).
 
 mod common;
-use common::{arg, arg_usize, report, timed_ms};
+use common::{arg, arg_usize, report, timed_if};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,14 +26,10 @@ use zoo_ebgan::{Adversarial, Config, Ebgan, Gan, GanConfig, TrainConfig, Trainer
 
 fn time<M: Adversarial>(mut trainer: Trainer<M>, iters: usize, warmup: usize) -> Result<(f64, f64)> {
     let dev = Device::Cpu;
-    // `--only infer` skips the training step (for profiling inference alone); it reports NaN.
-    let train = if arg("--only").as_deref() == Some("infer") {
-        f64::NAN
-    } else {
-        timed_ms(warmup, iters, |i| trainer.train_step(i as u64).map(drop))?
-    };
+    // `--only train|infer` times one of the two alone (for profiling); the other reports NaN.
+    let train = timed_if("train", warmup, iters, |i| trainer.train_step(i as u64).map(drop))?;
     let mut rng = ZooRng::new(1);
-    let infer = timed_ms(warmup, iters, |_| {
+    let infer = timed_if("infer", warmup, iters, |_| {
         trainer.model.sample(256, &mut rng, &dev)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(())
     })?;

@@ -1,13 +1,13 @@
 //! Speed of the judge: one training step (batch 64: forward with dropout, cross-entropy,
 //! backward, Adam update) and inference (batch 256), on real MNIST digits from data/mnist.
 //!
-//! `cargo bench --bench judge -- [--iters N] [--warmup N]` prints one JSON line:
+//! `cargo bench --bench judge -- [--iters N] [--warmup N] [--only train|infer]` prints one JSON line:
 //! `{"model": "judge", "threads": T, "train_ms": median, "infer_ms": median, "peak_rss_mb": ..}`.
 //! Threads come from RAYON_NUM_THREADS (set by bench/run.py). The PyTorch twin is
 //! bench/torch/judge.py.
 
 mod common;
-use common::{arg_usize, report, timed_ms};
+use common::{arg_usize, report, timed_if};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,13 +33,13 @@ fn main() -> Result<()> {
     let (xt, yt) = data.batch(&(0..64).collect::<Vec<_>>(), &dev)?;
     let (xi, _) = data.batch(&(0..256).collect::<Vec<_>>(), &dev)?;
 
-    let train = timed_ms(warmup, iters, |_| {
+    let train = timed_if("train", warmup, iters, |_| {
         let loss = cross_entropy(&judge.forward_train(&xt, &mut rng)?, &yt)?;
         opt.step(&loss.backward()?)?;
         loss.to_scalar::<f32>()?;
         Ok(())
     })?;
-    let infer = timed_ms(warmup, iters, |_| {
+    let infer = timed_if("infer", warmup, iters, |_| {
         judge.forward(&xi)?.to_vec2::<f32>()?;
         Ok(())
     })?;

@@ -1,8 +1,9 @@
 //! Kernel-level speed: the zoo's convolutions against Candle's own, forward + backward, the GEMM
-//! rate, and the fused row-wise ops (layer norm, softmax, LSTM cell) against Candle's composed
+//! rate, and the fused row-wise ops (layer norm, softmax, LSTM cell), ReLU and 2x2 max pooling against Candle's composed
 //! ones, on the shapes of the reference measurements.
 //!
-//! `cargo bench --bench kernels` prints one JSON line per case:
+//! `cargo bench --bench kernels [-- --only TEXT]` prints one JSON line per case (those whose name
+//! contains TEXT):
 //! `{"case", "ours_ms", "candle_ms", "speedup", "gflops"}` (medians; GFLOP/s of our version, null
 //! for the row-wise ops, which are memory-bound).
 
@@ -15,8 +16,8 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use zoo_core::ZooRng;
 use zoo_kernels::{
-    conv2d, conv_transpose2d, layer_norm, layer_norm_composed, lstm_cell, lstm_cell_composed, softmax_last_dim,
-    softmax_last_dim_composed, ConvParams,
+    conv2d, conv_transpose2d, layer_norm, layer_norm_composed, lstm_cell, lstm_cell_composed, max_pool2d,
+    max_pool2d_by_reduction, relu, softmax_last_dim, softmax_last_dim_composed, ConvParams,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -45,90 +46,140 @@ fn main() -> Result<()> {
     candle_zoo::keep_freed_memory();
     let mut rng = ZooRng::new(0);
     let iters = 10;
-    // conv2d 64->128, batch 64, 14x14, k3 p1: forward + backward.
-    let x = Var::from_tensor(&randn(&mut rng, &[64, 64, 14, 14])?)?;
-    let w = Var::from_tensor(&randn(&mut rng, &[128, 64, 3, 3])?)?;
-    let p = ConvParams { padding: 1, ..Default::default() };
-    let flops = 3.0 * 2.0 * 64.0 * 128.0 * 14.0 * 14.0 * 64.0 * 9.0;
-    let ours = time(iters, || {
-        let y = conv2d(x.as_tensor(), w.as_tensor(), None, p)?;
-        y.sum_all()?.backward()?;
-        Ok(())
-    })?;
-    let theirs = time(iters, || {
-        let y = x.as_tensor().conv2d(w.as_tensor(), 1, 1, 1, 1)?;
-        y.sum_all()?.backward()?;
-        Ok(())
-    })?;
-    report("conv2d 64->128 b64 14x14 k3 fwd+bwd", ours, theirs, flops);
+    if selected("conv2d 64->128 b64 14x14 k3 fwd+bwd") {
+        // conv2d 64->128, batch 64, 14x14, k3 p1: forward + backward.
+        let x = Var::from_tensor(&randn(&mut rng, &[64, 64, 14, 14])?)?;
+        let w = Var::from_tensor(&randn(&mut rng, &[128, 64, 3, 3])?)?;
+        let p = ConvParams { padding: 1, ..Default::default() };
+        let flops = 3.0 * 2.0 * 64.0 * 128.0 * 14.0 * 14.0 * 64.0 * 9.0;
+        let ours = time(iters, || {
+            let y = conv2d(x.as_tensor(), w.as_tensor(), None, p)?;
+            y.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        let theirs = time(iters, || {
+            let y = x.as_tensor().conv2d(w.as_tensor(), 1, 1, 1, 1)?;
+            y.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        report("conv2d 64->128 b64 14x14 k3 fwd+bwd", ours, theirs, flops);
+    }
 
-    // conv_transpose2d 128->64, 7->14, k4 s2 p1: forward + backward.
-    let x = Var::from_tensor(&randn(&mut rng, &[64, 128, 7, 7])?)?;
-    let w = Var::from_tensor(&randn(&mut rng, &[128, 64, 4, 4])?)?;
-    let p = ConvParams { stride: 2, padding: 1, ..Default::default() };
-    let flops = 3.0 * 2.0 * 64.0 * 49.0 * 128.0 * 64.0 * 16.0;
-    let ours = time(iters, || {
-        conv_transpose2d(x.as_tensor(), w.as_tensor(), None, p)?.sum_all()?.backward()?;
-        Ok(())
-    })?;
-    let theirs = time(iters, || {
-        x.as_tensor().conv_transpose2d(w.as_tensor(), 1, 0, 2, 1)?.sum_all()?.backward()?;
-        Ok(())
-    })?;
-    report("conv_transpose2d 128->64 b64 7->14 k4s2 fwd+bwd", ours, theirs, flops);
+    if selected("conv_transpose2d 128->64 b64 7->14 k4s2 fwd+bwd") {
+        // conv_transpose2d 128->64, 7->14, k4 s2 p1: forward + backward.
+        let x = Var::from_tensor(&randn(&mut rng, &[64, 128, 7, 7])?)?;
+        let w = Var::from_tensor(&randn(&mut rng, &[128, 64, 4, 4])?)?;
+        let p = ConvParams { stride: 2, padding: 1, ..Default::default() };
+        let flops = 3.0 * 2.0 * 64.0 * 49.0 * 128.0 * 64.0 * 16.0;
+        let ours = time(iters, || {
+            conv_transpose2d(x.as_tensor(), w.as_tensor(), None, p)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        let theirs = time(iters, || {
+            x.as_tensor().conv_transpose2d(w.as_tensor(), 1, 0, 2, 1)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        report("conv_transpose2d 128->64 b64 7->14 k4s2 fwd+bwd", ours, theirs, flops);
+    }
 
-    // GEMM 1024^3.
-    let a = randn(&mut rng, &[1024, 1024])?;
-    let b = randn(&mut rng, &[1024, 1024])?;
-    let t = time(iters, || {
-        a.matmul(&b)?;
-        Ok(())
-    })?;
-    report("matmul 1024^3", t, t, 2.0 * 1024f64.powi(3));
+    if selected("matmul 1024^3") {
+        // GEMM 1024^3.
+        let a = randn(&mut rng, &[1024, 1024])?;
+        let b = randn(&mut rng, &[1024, 1024])?;
+        let t = time(iters, || {
+            a.matmul(&b)?;
+            Ok(())
+        })?;
+        report("matmul 1024^3", t, t, 2.0 * 1024f64.powi(3));
+    }
 
-    // Row-wise ops on the Transformer's shapes (batch 32, 32 tokens, d 256, 4 heads) and an LSTM
-    // step (batch 64, hidden 512): forward + backward of a weighted sum, against Candle's ops.
-    let x = Var::from_tensor(&randn(&mut rng, &[32 * 32, 256])?)?;
-    let g = Var::from_tensor(&(randn(&mut rng, &[256])? + 1.0)?)?;
-    let b = Var::from_tensor(&randn(&mut rng, &[256])?)?;
-    let up = randn(&mut rng, &[32 * 32, 256])?;
-    let ours = time(iters * 5, || {
-        layer_norm(x.as_tensor(), g.as_tensor(), Some(b.as_tensor()), 1e-5)?.mul(&up)?.sum_all()?.backward()?;
-        Ok(())
-    })?;
-    let theirs = time(iters * 5, || {
-        layer_norm_composed(x.as_tensor(), g.as_tensor(), Some(b.as_tensor()), 1e-5)?
-            .mul(&up)?
-            .sum_all()?
-            .backward()?;
-        Ok(())
-    })?;
-    report("layer_norm [1024, 256] fwd+bwd", ours, theirs, 0.0);
+    if selected("layer_norm [1024, 256] fwd+bwd") {
+        // Row-wise ops on the Transformer's shapes (batch 32, 32 tokens, d 256, 4 heads) and an LSTM
+        // step (batch 64, hidden 512): forward + backward of a weighted sum, against Candle's ops.
+        let x = Var::from_tensor(&randn(&mut rng, &[32 * 32, 256])?)?;
+        let g = Var::from_tensor(&(randn(&mut rng, &[256])? + 1.0)?)?;
+        let b = Var::from_tensor(&randn(&mut rng, &[256])?)?;
+        let up = randn(&mut rng, &[32 * 32, 256])?;
+        let ours = time(iters * 5, || {
+            layer_norm(x.as_tensor(), g.as_tensor(), Some(b.as_tensor()), 1e-5)?.mul(&up)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        let theirs = time(iters * 5, || {
+            layer_norm_composed(x.as_tensor(), g.as_tensor(), Some(b.as_tensor()), 1e-5)?
+                .mul(&up)?
+                .sum_all()?
+                .backward()?;
+            Ok(())
+        })?;
+        report("layer_norm [1024, 256] fwd+bwd", ours, theirs, 0.0);
+    }
 
-    let x = Var::from_tensor(&randn(&mut rng, &[32 * 4, 32, 32])?)?;
-    let up = randn(&mut rng, &[32 * 4, 32, 32])?;
-    let ours = time(iters * 5, || {
-        softmax_last_dim(x.as_tensor())?.mul(&up)?.sum_all()?.backward()?;
-        Ok(())
-    })?;
-    let theirs = time(iters * 5, || {
-        softmax_last_dim_composed(x.as_tensor())?.mul(&up)?.sum_all()?.backward()?;
-        Ok(())
-    })?;
-    report("softmax [128, 32, 32] fwd+bwd", ours, theirs, 0.0);
+    if selected("softmax [128, 32, 32] fwd+bwd") {
+        let x = Var::from_tensor(&randn(&mut rng, &[32 * 4, 32, 32])?)?;
+        let up = randn(&mut rng, &[32 * 4, 32, 32])?;
+        let ours = time(iters * 5, || {
+            softmax_last_dim(x.as_tensor())?.mul(&up)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        let theirs = time(iters * 5, || {
+            softmax_last_dim_composed(x.as_tensor())?.mul(&up)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        report("softmax [128, 32, 32] fwd+bwd", ours, theirs, 0.0);
+    }
 
-    let gates = Var::from_tensor(&randn(&mut rng, &[64, 4 * 512])?)?;
-    let c = Var::from_tensor(&randn(&mut rng, &[64, 512])?)?;
-    let up = randn(&mut rng, &[64, 512])?;
-    let step = |f: fn(&Tensor, &Tensor) -> candle_core::Result<(Tensor, Tensor)>| -> Result<()> {
-        let (h, c) = f(gates.as_tensor(), c.as_tensor())?;
-        (h.mul(&up)? + c)?.sum_all()?.backward()?;
-        Ok(())
-    };
-    let ours = time(iters * 5, || step(lstm_cell))?;
-    let theirs = time(iters * 5, || step(lstm_cell_composed))?;
-    report("lstm_cell gates [64, 2048] fwd+bwd", ours, theirs, 0.0);
+    if selected("lstm_cell gates [64, 2048] fwd+bwd") {
+        let gates = Var::from_tensor(&randn(&mut rng, &[64, 4 * 512])?)?;
+        let c = Var::from_tensor(&randn(&mut rng, &[64, 512])?)?;
+        let up = randn(&mut rng, &[64, 512])?;
+        let step = |f: fn(&Tensor, &Tensor) -> candle_core::Result<(Tensor, Tensor)>| -> Result<()> {
+            let (h, c) = f(gates.as_tensor(), c.as_tensor())?;
+            (h.mul(&up)? + c)?.sum_all()?.backward()?;
+            Ok(())
+        };
+        let ours = time(iters * 5, || step(lstm_cell))?;
+        let theirs = time(iters * 5, || step(lstm_cell_composed))?;
+        report("lstm_cell gates [64, 2048] fwd+bwd", ours, theirs, 0.0);
+    }
+
+    if selected("relu [128, 32, 12, 12] fwd+bwd") {
+        // DANN's first feature map after pooling.
+        let x = Var::from_tensor(&randn(&mut rng, &[128, 32, 12, 12])?)?;
+        let up = randn(&mut rng, &[128, 32, 12, 12])?;
+        let ours = time(iters * 5, || {
+            relu(x.as_tensor())?.mul(&up)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        let theirs = time(iters * 5, || {
+            x.as_tensor().relu()?.mul(&up)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        report("relu [128, 32, 12, 12] fwd+bwd", ours, theirs, 0.0);
+    }
+
+    if selected("max_pool2d 2x2 [128, 32, 24, 24] fwd+bwd") {
+        // DANN's first convolution's output, pooled 2x2; against the pooling from generic ops (Candle's
+        // own has the wrong gradient).
+        let x = Var::from_tensor(&randn(&mut rng, &[128, 32, 24, 24])?)?;
+        let up = randn(&mut rng, &[128, 32, 12, 12])?;
+        let pool = |f: fn(&Tensor, usize) -> candle_core::Result<Tensor>| -> Result<()> {
+            f(x.as_tensor(), 2)?.mul(&up)?.sum_all()?.backward()?;
+            Ok(())
+        };
+        let ours = time(iters * 5, || pool(max_pool2d))?;
+        let theirs = time(iters * 5, || pool(max_pool2d_by_reduction))?;
+        report("max_pool2d 2x2 [128, 32, 24, 24] fwd+bwd", ours, theirs, 0.0);
+    }
     Ok(())
+}
+
+/// Whether the case is to run: `--only TEXT` runs the cases whose name contains TEXT.
+fn selected(case: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)) {
+        Some(text) => case.contains(text.as_str()),
+        None => true,
+    }
 }
 
 fn report(case: &str, ours: f64, candle: f64, flops: f64) {

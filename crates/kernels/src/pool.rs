@@ -15,6 +15,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::util::contiguous;
 
@@ -90,7 +91,7 @@ impl Pool {
     }
 
     /// The gradient of the input, given the pooled output `y` and its gradient `grad`.
-    fn backward<T: PartialOrd + Copy + Send + Sync + Default>(&self, x: &[T], y: &[T], grad: &[T]) -> Vec<T> {
+    fn backward<T: PartialOrd + Copy + Send + Sync + Default + 'static>(&self, x: &[T], y: &[T], grad: &[T]) -> Vec<T> {
         let (oh, ow) = self.out();
         let plane_in = self.h * self.w;
         if self.k != 2 {
@@ -106,45 +107,152 @@ impl Pool {
             );
             return out;
         }
-        let zero = T::default();
-        // SAFETY: every element of every plane is written below: the windows' four values, then
-        // the remainder column and row (if any) as zeros.
+        // SAFETY: `backward_2x2_plane` writes every element of its plane.
         unsafe {
             crate::util::par_init(x.len(), plane_in, |offset, o| {
                 let p = offset / plane_in;
                 let plane = &x[offset..][..plane_in];
                 let (y, g) = (&y[p * oh * ow..][..oh * ow], &grad[p * oh * ow..][..oh * ow]);
-                for oy in 0..oh {
-                    let (top, bottom) = o[2 * oy * self.w..][..2 * self.w].split_at_mut(self.w);
-                    let (x0, x1) = (&plane[2 * oy * self.w..][..self.w], &plane[(2 * oy + 1) * self.w..][..self.w]);
-                    let (yr, gr) = (&y[oy * ow..][..ow], &g[oy * ow..][..ow]);
-                    for ox in 0..ow {
-                        let (m, gv) = (yr[ox], gr[ox]);
-                        // The window's first element (row-major) equal to its maximum, or the first
-                        // NaN when the maximum is NaN (then no element equals it).
-                        let hit = |v: T| (v == m) | is_nan(v);
-                        let a = hit(x0[2 * ox]);
-                        let b = !a & hit(x0[2 * ox + 1]);
-                        let c = !a & !b & hit(x1[2 * ox]);
-                        let d = !a & !b & !c;
-                        top[2 * ox].write(if a { gv } else { zero });
-                        top[2 * ox + 1].write(if b { gv } else { zero });
-                        bottom[2 * ox].write(if c { gv } else { zero });
-                        bottom[2 * ox + 1].write(if d { gv } else { zero });
-                    }
-                    if self.w % 2 == 1 {
-                        top[self.w - 1].write(zero);
-                        bottom[self.w - 1].write(zero);
-                    }
-                }
-                if self.h % 2 == 1 {
-                    for v in &mut o[(self.h - 1) * self.w..] {
-                        v.write(zero);
-                    }
-                }
+                backward_2x2_plane(self.h, self.w, plane, y, g, o)
             })
         }
     }
+}
+
+/// The input gradient of one plane `h x w` pooled over 2x2 windows (output `h/2 x w/2`), from
+/// the plane `x`, the pooled values `y` and their gradient `g`; writes every element of `o`: each
+/// window's gradient at its first element (row-major) equal to its maximum (or at its first NaN
+/// when the maximum is NaN, which no element equals), zeros elsewhere, the remainder column and
+/// row (if any) as zeros. f32 planes on x86-64 take four windows at a time in SSE2 registers:
+/// which element of a window is its maximum is a coin toss on real data, and the scalar
+/// version's branches on it were mispredicted about every other window.
+fn backward_2x2_plane<T: PartialOrd + Copy + Default + 'static>(
+    h: usize,
+    w: usize,
+    x: &[T],
+    y: &[T],
+    g: &[T],
+    o: &mut [MaybeUninit<T>],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        let cast = |s: &[T]| {
+            // SAFETY: `T` is `f32` (same type id), so the slice is a slice of f32.
+            unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) }
+        };
+        // SAFETY: as above, for the output slots.
+        let o = unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr() as *mut MaybeUninit<f32>, o.len()) };
+        // SAFETY: every x86-64 CPU has SSE2.
+        return unsafe { backward_2x2_plane_sse2(h, w, cast(x), cast(y), cast(g), o) };
+    }
+    let (oh, ow) = (h / 2, w / 2);
+    for oy in 0..oh {
+        let (top, bottom) = o[2 * oy * w..][..2 * w].split_at_mut(w);
+        let (x0, x1) = (&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow]);
+        backward_2x2_windows(0..ow, x0, x1, &y[oy * ow..][..ow], &g[oy * ow..][..ow], top, bottom);
+    }
+    zero_remainders(h, w, o);
+}
+
+/// Windows `range` of one row of 2x2 windows (input rows `x0`, `x1`; pooled values `y` and their
+/// gradient `g`), written into the output rows `top` and `bottom`, one window at a time.
+#[inline(always)]
+fn backward_2x2_windows<T: PartialOrd + Copy + Default>(
+    range: std::ops::Range<usize>,
+    x0: &[T],
+    x1: &[T],
+    y: &[T],
+    g: &[T],
+    top: &mut [MaybeUninit<T>],
+    bottom: &mut [MaybeUninit<T>],
+) {
+    let zero = T::default();
+    for ox in range {
+        let (m, gv) = (y[ox], g[ox]);
+        let hit = |v: T| (v == m) | is_nan(v);
+        let a = hit(x0[2 * ox]);
+        let b = !a & hit(x0[2 * ox + 1]);
+        let c = !a & !b & hit(x1[2 * ox]);
+        let d = !a & !b & !c;
+        top[2 * ox].write(if a { gv } else { zero });
+        top[2 * ox + 1].write(if b { gv } else { zero });
+        bottom[2 * ox].write(if c { gv } else { zero });
+        bottom[2 * ox + 1].write(if d { gv } else { zero });
+    }
+}
+
+/// Zeros for the remainder column and row of a plane `h x w` that 2x2 windows leave, if any.
+#[inline(always)]
+fn zero_remainders<T: Copy + Default>(h: usize, w: usize, o: &mut [MaybeUninit<T>]) {
+    if w % 2 == 1 {
+        for row in o.chunks_mut(w).take(h / 2 * 2) {
+            row[w - 1].write(T::default());
+        }
+    }
+    if h % 2 == 1 {
+        for v in &mut o[(h - 1) * w..] {
+            v.write(T::default());
+        }
+    }
+}
+
+/// Per lane: `v` equals the window's maximum `m`, or is NaN.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn hit(v: std::arch::x86_64::__m128, m: std::arch::x86_64::__m128) -> std::arch::x86_64::__m128 {
+    use std::arch::x86_64::*;
+    _mm_or_ps(_mm_cmpeq_ps(v, m), _mm_cmpunord_ps(v, v))
+}
+
+/// [`backward_2x2_plane`] for f32: four windows (eight input columns of two rows) per step, the
+/// first-maximum rule as lane masks; the windows left over take the scalar path.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn backward_2x2_plane_sse2(h: usize, w: usize, x: &[f32], y: &[f32], g: &[f32], o: &mut [MaybeUninit<f32>]) {
+    use std::arch::x86_64::*;
+    let (oh, ow) = (h / 2, w / 2);
+    let quads = ow / 4;
+    // Lanes 1 and 3 (the right-hand element of each window in a register).
+    let odd = _mm_castsi128_ps(_mm_set_epi32(-1, 0, -1, 0));
+    for oy in 0..oh {
+        let (top, bottom) = o[2 * oy * w..][..2 * w].split_at_mut(w);
+        let (x0, x1) = (&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow]);
+        let (yr, gr) = (&y[oy * ow..][..ow], &g[oy * ow..][..ow]);
+        for q in 0..quads {
+            // SAFETY: windows 4q..4q+4 exist (q < ow / 4): four values of `yr` and `gr` from 4q,
+            // eight of `x0`, `x1`, `top` and `bottom` from 8q (all at least 2 * ow long).
+            unsafe {
+                let m4 = _mm_loadu_ps(yr.as_ptr().add(4 * q));
+                let g4 = _mm_loadu_ps(gr.as_ptr().add(4 * q));
+                for half in 0..2 {
+                    // Two windows per register: lanes (a, b) of window j, (a, b) of window j + 1.
+                    let (m, gv) = if half == 0 {
+                        (_mm_unpacklo_ps(m4, m4), _mm_unpacklo_ps(g4, g4))
+                    } else {
+                        (_mm_unpackhi_ps(m4, m4), _mm_unpackhi_ps(g4, g4))
+                    };
+                    let at = 8 * q + 4 * half;
+                    let t = hit(_mm_loadu_ps(x0.as_ptr().add(at)), m);
+                    let u = hit(_mm_loadu_ps(x1.as_ptr().add(at)), m);
+                    // Each window's left-hand hit in both its lanes, and whether its top row hit.
+                    let t_left = _mm_shuffle_ps::<0b10_10_00_00>(t, t);
+                    let t_any = _mm_or_ps(t_left, _mm_shuffle_ps::<0b11_11_01_01>(t, t));
+                    let u_left = _mm_shuffle_ps::<0b10_10_00_00>(u, u);
+                    // Top: a where it hits; b where it hits and a did not.
+                    let top_sel = _mm_andnot_ps(_mm_and_ps(t_left, odd), t);
+                    // Bottom: c where it hits and the top row did not; d where none of a, b, c hit.
+                    let c_sel = _mm_andnot_ps(t_any, _mm_andnot_ps(odd, u));
+                    let d_sel = _mm_andnot_ps(_mm_or_ps(t_any, u_left), odd);
+                    let bottom_sel = _mm_or_ps(c_sel, d_sel);
+                    _mm_storeu_ps(top.as_mut_ptr().add(at) as *mut f32, _mm_and_ps(top_sel, gv));
+                    _mm_storeu_ps(bottom.as_mut_ptr().add(at) as *mut f32, _mm_and_ps(bottom_sel, gv));
+                }
+            }
+        }
+        backward_2x2_windows(4 * quads..ow, x0, x1, yr, gr, top, bottom);
+    }
+    zero_remainders(h, w, o);
 }
 
 /// The larger of `a` and `b` (`b` when it is NaN), without a branch; over a 2x2 window this gives
@@ -351,6 +459,36 @@ mod tests {
             let grads = max_pool2d(&t, k).unwrap().sum_all().unwrap().backward().unwrap();
             let gt = values(grads.get(ties.as_tensor()).unwrap());
             assert_eq!(gt.iter().position(|&u| u != 0.0), Some(1), "k {k}: {gt:?}");
+        }
+    }
+
+    #[test]
+    fn the_f32_fast_path_follows_the_scalar_rule_on_ties_and_nans() {
+        // Few distinct values (many ties in every window) and some NaNs; widths with whole groups
+        // of four windows, a tail of one to three windows, and a remainder column and row. The f64
+        // op takes the scalar path, the f32 op the four-window one; the values are exact in both.
+        for shape in [[2, 3, 6, 16], [1, 2, 7, 21], [1, 1, 4, 9], [3, 1, 5, 30]] {
+            let n: usize = shape.iter().product();
+            let v: Vec<f64> =
+                (0..n).map(|i| if (i * 37) % 23 == 0 { f64::NAN } else { ((i * 7919 + i / 5) % 4) as f64 }).collect();
+            let grads = |dtype: DType| {
+                let x = Var::from_tensor(
+                    &Tensor::from_vec(v.clone(), &shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap(),
+                )
+                .unwrap();
+                let y = max_pool2d(x.as_tensor(), 2).unwrap();
+                // Upstream gradients 1..=5, exact in both types and never zero.
+                let up: Vec<f64> = (0..y.elem_count()).map(|i| (i % 5 + 1) as f64).collect();
+                let up = Tensor::from_vec(up, y.dims(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+                let g = y.mul(&up).unwrap().sum_all().unwrap().backward().unwrap();
+                values(g.get(x.as_tensor()).unwrap())
+            };
+            let (fast, scalar) = (grads(DType::F32), grads(DType::F64));
+            assert_eq!(fast.len(), scalar.len());
+            assert_eq!(fast, scalar, "{shape:?}");
+            // Exactly one element per window gets the window's (non-zero) gradient.
+            let windows = shape[0] * shape[1] * (shape[2] / 2) * (shape[3] / 2);
+            assert_eq!(fast.iter().filter(|g| **g != 0.0).count(), windows, "{shape:?}");
         }
     }
 
