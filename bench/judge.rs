@@ -22,7 +22,7 @@ use zoo_data::Mnist;
 use zoo_eval::judge::{Judge, JudgeConfig};
 
 fn main() -> Result<()> {
-    candle_zoo::keep_freed_memory();
+    candle_zoo::tune_runtime();
     let (iters, warmup) = (arg_usize("--iters", 20), arg_usize("--warmup", 3));
     let dev = Device::Cpu;
     let data = Mnist::bundled_train_subset()?;

@@ -43,7 +43,7 @@ fn randn(rng: &mut ZooRng, shape: &[usize]) -> Result<Tensor> {
 }
 
 fn main() -> Result<()> {
-    candle_zoo::keep_freed_memory();
+    candle_zoo::tune_runtime();
     let mut rng = ZooRng::new(0);
     let iters = 10;
     if selected("conv2d 64->128 b64 14x14 k3 fwd+bwd") {

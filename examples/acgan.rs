@@ -254,7 +254,7 @@ fn markdown_table(names: &[String], rows: &[AcGanMetrics], per_class: usize) -> 
 }
 
 fn main() -> std::process::ExitCode {
-    candle_zoo::keep_freed_memory();
+    candle_zoo::tune_runtime();
     let cli = Cli::parse();
     candle_zoo::exit_with(match cli.command {
         Command::Train(a) => train(a),

@@ -158,7 +158,7 @@ fn export(a: ExportArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    candle_zoo::keep_freed_memory();
+    candle_zoo::tune_runtime();
     let cli = Cli::parse();
     candle_zoo::exit_with(match cli.command {
         Command::Train(a) => train(a),

@@ -275,7 +275,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    candle_zoo::keep_freed_memory();
+    candle_zoo::tune_runtime();
     let cli = Cli::parse();
     candle_zoo::exit_with(match cli.command {
         Command::Train(a) => train(a),

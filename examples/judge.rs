@@ -170,7 +170,7 @@ fn predict(a: PredictArgs) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    candle_zoo::keep_freed_memory();
+    candle_zoo::tune_runtime();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => train(a),

@@ -24,13 +24,25 @@ pub use zoo_ddc;
 pub use zoo_ebgan;
 pub use zoo_eval;
 
-/// Tunes the allocator (mimalloc, which every binary of the zoo uses) for training: freed memory
-/// is kept for reuse instead of being handed back to the kernel after a delay. A training step
-/// frees and allocates the same large buffers every time; handing them back made the kernel zero
-/// fresh pages on every step (about 90,000 page faults in 10 InfoGAN steps, against 2,000 with
-/// this). A purge delay set through the `MIMALLOC_PURGE_DELAY` environment variable is left as
-/// it is.
-pub fn keep_freed_memory() {
+/// Tunes the process for training and inference; every binary of the zoo calls it first thing
+/// in `main`, before any other thread starts:
+///
+/// - The allocator (mimalloc, which every binary of the zoo uses) keeps freed memory for reuse
+///   instead of handing it back to the kernel after a delay. A training step frees and allocates
+///   the same large buffers every time; handing them back made the kernel zero fresh pages on
+///   every step (about 90,000 page faults in 10 InfoGAN steps, against 2,000 with this). A purge
+///   delay set through the `MIMALLOC_PURGE_DELAY` environment variable is left as it is.
+/// - Candle's element-wise ops run on a pool of spinning threads of their own, beside the rayon
+///   threads that the zoo's kernels and the matrix products use (`RAYON_NUM_THREADS`). On the
+///   zoo's tensors the hand-offs to that pool cost more than they save: at two threads, DANN's
+///   training step took 49.5 ms with the pool at one thread against 55.9 ms with two (medians
+///   of 8 interleaved rounds), the GAN baseline's the same either way. So the pool gets one
+///   thread unless `CANDLE_NUM_THREADS` is set.
+pub fn tune_runtime() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Read once, when Candle first builds its pool, which is after this call.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }

@@ -13,7 +13,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    candle_zoo::keep_freed_memory();
+    candle_zoo::tune_runtime();
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error: {info}");
     }));
