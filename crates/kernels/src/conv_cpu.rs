@@ -122,22 +122,13 @@ fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], 
 }
 
 /// Adds the columns `[CK, P]` (row `r` at `cols[r * rs]`) back into one image `[C, H, W]` (the
-/// adjoint of [`image_to_columns`]). With a stride `s > 1` the rows of a patch land on every
-/// `s`-th column; they are added contiguously into a copy of the plane split by column phase (row
-/// `y` of phase `f`, the plane's columns `f, f + s, ...`, at `phases[(f * h + y) * ceil(w / s)]`),
-/// which is added into the plane once per channel ([`merge_phases`]): in the GAN generator's
-/// inference this cut the share of the time spent here from 14.3 % to 12.6 %.
+/// adjoint of [`image_to_columns`]).
 fn columns_to_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T], rs: usize) {
     let (oh, ow, p) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
     let (h, w, s) = (g.height, g.width, g.stride);
     let (kh, kw) = (g.kernel_h, g.kernel_w);
-    let wq = w.div_ceil(s);
-    let mut phases = if s > 1 { vec![T::zero(); s * h * wq] } else { Vec::new() };
     for c in 0..g.channels {
         let plane = &mut img[c * h * w..(c + 1) * h * w];
-        if s > 1 {
-            phases.fill(T::zero());
-        }
         for ki in 0..kh {
             let (y0, y1, sy) = valid_range(oh, ki, g, h);
             for kj in 0..kw {
@@ -148,53 +139,20 @@ fn columns_to_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T], 
                 }
                 let r = (c * kh + ki) * kw + kj;
                 let row = &cols[r * rs..r * rs + p];
-                let (f, q0) = (sx % s, sx / s);
                 for (i, y) in (y0..y1).enumerate() {
                     let src = &row[y * ow + x0..y * ow + x1];
-                    let dst = if s > 1 {
-                        &mut phases[(f * h + sy + i * s) * wq + q0..][..n]
+                    let start = (sy + i * s) * w + sx;
+                    if s == 1 {
+                        for (d, v) in plane[start..start + n].iter_mut().zip(src) {
+                            *d += *v;
+                        }
                     } else {
-                        &mut plane[(sy + i * s) * w + sx..][..n]
-                    };
-                    add_into(dst, src);
+                        let dst = &mut plane[start..start + (n - 1) * s + 1];
+                        for (d, v) in dst.iter_mut().step_by(s).zip(src) {
+                            *d += *v;
+                        }
+                    }
                 }
-            }
-        }
-        if s > 1 {
-            merge_phases(&phases, h, w, s, plane);
-        }
-    }
-}
-
-/// `dst += src` over their common length. A function of its own so that the two slices come in as
-/// arguments, which the compiler knows do not overlap (written inline, with the destination picked
-/// by a branch, the loop stayed one element at a time), and four elements at a time first: the
-/// rows of small images are short (often 6-14 elements), below the eight that the compiler's own
-/// vectorised loop needs before it starts.
-#[inline]
-fn add_into<T: WithDType>(dst: &mut [T], src: &[T]) {
-    let n = dst.len().min(src.len());
-    let (dst, src) = (&mut dst[..n], &src[..n]);
-    let mut d4 = dst.chunks_exact_mut(4);
-    let mut s4 = src.chunks_exact(4);
-    for (d, v) in (&mut d4).zip(&mut s4) {
-        for k in 0..4 {
-            d[k] += v[k];
-        }
-    }
-    for (d, v) in d4.into_remainder().iter_mut().zip(s4.remainder()) {
-        *d += *v;
-    }
-}
-
-/// Adds a plane split by column phase (the layout of [`columns_to_image`]) into the plane `h x w`.
-fn merge_phases<T: WithDType>(phases: &[T], h: usize, w: usize, s: usize, plane: &mut [T]) {
-    let wq = w.div_ceil(s);
-    for (y, row) in plane.chunks_exact_mut(w).enumerate().take(h) {
-        for f in 0..s.min(w) {
-            let from = &phases[(f * h + y) * wq..][..wq];
-            for (d, v) in row[f..].iter_mut().step_by(s).zip(from) {
-                *d += *v;
             }
         }
     }
