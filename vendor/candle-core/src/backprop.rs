@@ -711,8 +711,10 @@ impl GradStore {
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
-                let sum = entry.get().add(grad)?;
-                entry.insert(sum);
+                if !add_in_place(entry.get(), grad)? {
+                    let sum = entry.get().add(grad)?;
+                    entry.insert(sum);
+                }
             }
             Entry::Vacant(entry) => {
                 // Contiguous, as a sum would have been: ops downstream may rely on it. A no-op
@@ -764,4 +766,44 @@ impl GradStore {
     pub fn get_ids(&self) -> impl Iterator<Item = &TensorId> {
         self.0.keys()
     }
+}
+
+/// Adds `grad` into `acc` in place when that is safe and cheap: both on the CPU, f32 or f64, the
+/// same shape, both contiguous, and `acc` owned by the gradient store alone (no other handle to
+/// it or to its storage, so no one else sees the change). The sums are the ones `acc.add(grad)`
+/// computes (`acc + grad`, element by element), without a fresh allocation; large ones are split
+/// between the rayon threads. Returns whether it did the addition.
+fn add_in_place(acc: &Tensor, grad: &Tensor) -> Result<bool> {
+    use crate::{CpuStorage, Storage};
+    use rayon::prelude::*;
+    if !acc.device().is_cpu()
+        || !grad.device().is_cpu()
+        || acc.dtype() != grad.dtype()
+        || acc.dims() != grad.dims()
+        || !acc.is_sole_owner()
+    {
+        return Ok(false);
+    }
+    let (Some((a0, a1)), Some((g0, g1))) = (acc.layout().contiguous_offsets(), grad.layout().contiguous_offsets())
+    else {
+        return Ok(false);
+    };
+    const CHUNK: usize = 1 << 16;
+    fn add<T: Copy + Send + Sync + std::ops::AddAssign>(a: &mut [T], g: &[T]) {
+        if a.len() >= 4 * CHUNK {
+            a.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(a, g)| {
+                a.iter_mut().zip(g).for_each(|(x, y)| *x += *y);
+            });
+        } else {
+            a.iter_mut().zip(g).for_each(|(x, y)| *x += *y);
+        }
+    }
+    let grad_storage = grad.storage();
+    let mut acc_storage = acc.storage_mut();
+    match (&mut *acc_storage, &*grad_storage) {
+        (Storage::Cpu(CpuStorage::F32(a)), Storage::Cpu(CpuStorage::F32(g))) => add(&mut a[a0..a1], &g[g0..g1]),
+        (Storage::Cpu(CpuStorage::F64(a)), Storage::Cpu(CpuStorage::F64(g))) => add(&mut a[a0..a1], &g[g0..g1]),
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
