@@ -293,11 +293,8 @@ mod tests {
             let live = run(w.as_tensor(), b.as_tensor());
             let (wd, bd) = (w.as_tensor().detach(), b.as_tensor().detach());
             let fixed = run(&wd, &bd);
-            let (a, c) = (live.get(x.as_tensor()).unwrap(), fixed.get(x.as_tensor()).unwrap());
-            assert_eq!(max_diff(a, c), 0.0, "transposed {transposed}");
-            for t in [w.as_tensor(), b.as_tensor(), &wd, &bd] {
-                assert!(fixed.get(t).is_none(), "transposed {transposed}: a fixed parameter got a gradient");
-            }
+            let params = [w.as_tensor(), b.as_tensor(), &wd, &bd];
+            crate::util::assert_fixed_pass(x.as_tensor(), &live, &fixed, params, &format!("transposed {transposed}"));
             assert!(live.get(w.as_tensor()).is_some() && live.get(b.as_tensor()).is_some());
         }
     }

@@ -86,3 +86,21 @@ pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> 
     let d = a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
     d.to_dtype(candle_core::DType::F64).unwrap().to_scalar::<f64>().unwrap()
 }
+
+/// Checks a backward pass through parameters held fixed (`fixed`, run with detached copies
+/// `params[2..]` of the live `params[..2]`) against the live one (`live`): the input `x` gets
+/// the same gradient bit for bit, and no parameter, live or detached, gets one in the fixed pass.
+#[cfg(test)]
+pub(crate) fn assert_fixed_pass(
+    x: &candle_core::Tensor,
+    live: &candle_core::backprop::GradStore,
+    fixed: &candle_core::backprop::GradStore,
+    params: [&candle_core::Tensor; 4],
+    what: &str,
+) {
+    let (a, c) = (live.get(x).unwrap(), fixed.get(x).unwrap());
+    assert_eq!(max_abs_diff(a, c), 0.0, "{what}: the input's gradient differs");
+    for t in params {
+        assert!(fixed.get(t).is_none(), "{what}: a fixed parameter got a gradient");
+    }
+}
