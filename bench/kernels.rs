@@ -65,6 +65,32 @@ fn main() -> Result<()> {
         report("conv2d 64->128 b64 14x14 k3 fwd+bwd", ours, theirs, flops);
     }
 
+    // The LeNet-sized 5x5 convolutions of the domain-adaptation nets and the judge: the first
+    // (3 -> 32 on 28x28; its input needs no gradient) and the second (32 -> 48 on 12x12).
+    for (name, cin, cout, size, input_grad) in [
+        ("conv2d 3->32 b64 28x28 k5 fwd+bwd", 3, 32, 28, false),
+        ("conv2d 32->48 b64 12x12 k5 fwd+bwd", 32, 48, 12, true),
+    ] {
+        if !selected(name) {
+            continue;
+        }
+        let x = randn(&mut rng, &[64, cin, size, size])?;
+        let x = if input_grad { Var::from_tensor(&x)?.as_tensor().clone() } else { x };
+        let w = Var::from_tensor(&randn(&mut rng, &[cout, cin, 5, 5])?)?;
+        let out = (size - 4) as f64;
+        let passes = if input_grad { 3.0 } else { 2.0 };
+        let flops = passes * 2.0 * 64.0 * (cout * cin * 25) as f64 * out * out;
+        let ours = time(iters * 3, || {
+            conv2d(&x, w.as_tensor(), None, ConvParams::default())?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        let theirs = time(iters, || {
+            x.conv2d(w.as_tensor(), 0, 1, 1, 1)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        report(name, ours, theirs, flops);
+    }
+
     if selected("conv_transpose2d 128->64 b64 7->14 k4s2 fwd+bwd") {
         // conv_transpose2d 128->64, 7->14, k4 s2 p1: forward + backward.
         let x = Var::from_tensor(&randn(&mut rng, &[64, 128, 7, 7])?)?;

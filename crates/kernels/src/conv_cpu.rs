@@ -77,15 +77,20 @@ fn valid_range(out: usize, k: usize, g: &PatchGeometry, size: usize) -> (usize, 
 /// `cols[r * rs]`.
 ///
 /// The valid output ranges are worked out once per kernel row and column, and the rows of a patch
-/// are copied inline: the per-row bookkeeping and `memcpy` calls of a plain loop cost more than
-/// the copies for the short rows of small images.
+/// are copied inline through pointers that step one source row and one output row at a time: the
+/// per-row bookkeeping, bounds checks and `memcpy` calls of a plain loop cost more than the copies
+/// for the short rows (often 8-28 elements) of small images.
 fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], rs: usize) {
     let (oh, ow, p) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
     let (h, w, s) = (g.height, g.width, g.stride);
     let (kh, kw) = (g.kernel_h, g.kernel_w);
+    assert!(img.len() >= g.channels * h * w, "image_to_columns: image too short");
+    assert!(g.patch_len() == 0 || cols.len() >= (g.patch_len() - 1) * rs + p, "image_to_columns: columns too short");
     for kj in 0..kw {
         let (x0, x1, sx) = valid_range(ow, kj, g, w);
         let n = x1 - x0;
+        // Zero columns at the left and right of every output row (padding), if any.
+        let edges = x0 > 0 || x1 < ow;
         for ki in 0..kh {
             let (y0, y1, sy) = valid_range(oh, ki, g, h);
             for c in 0..g.channels {
@@ -98,23 +103,33 @@ fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], 
                 row[..y0 * ow].fill(T::zero());
                 row[y1 * ow..].fill(T::zero());
                 let plane = &img[c * h * w..(c + 1) * h * w];
-                for (i, y) in (y0..y1).enumerate() {
-                    let out = &mut row[y * ow..(y + 1) * ow];
-                    out[..x0].fill(T::zero());
-                    out[x1..].fill(T::zero());
-                    // Source row `sy + i * s`, columns `sx, sx + s, ...` (n of them), all inside
-                    // the plane by construction of the two ranges.
-                    let start = (sy + i * s) * w + sx;
-                    if s == 1 {
-                        let src = &plane[start..start + n];
-                        // SAFETY: `src` and `out[x0..x1]` are both `n` long and do not overlap.
-                        unsafe { copy_short(src.as_ptr(), out[x0..x1].as_mut_ptr(), n) };
-                    } else {
-                        let src = &plane[start..start + (n - 1) * s + 1];
-                        for (o, v) in out[x0..x1].iter_mut().zip(src.iter().step_by(s)) {
-                            *o = *v;
+                // Source rows `sy + i * s` for `i < y1 - y0`, columns `sx + j * s` for `j < n`: all
+                // inside the plane by construction of the two ranges (the last one read is
+                // `(sy + (y1 - y0 - 1) s) w + sx + (n - 1) s`), checked once here.
+                debug_assert!((sy + (y1 - y0 - 1) * s) * w + sx + (n - 1) * s < plane.len());
+                let mut src = plane.as_ptr().wrapping_add(sy * w + sx);
+                let mut dst = row[y0 * ow..].as_mut_ptr();
+                for _ in y0..y1 {
+                    // SAFETY: `dst` is the start of output row `y < y1` of `row` (`ow` elements,
+                    // all inside `row`); `src` the start of a source row inside `plane` whose `n`
+                    // (stride 1) or `(n - 1) s + 1` (stride `s`) elements lie in the plane (see
+                    // above); `row` and `plane` are different slices.
+                    unsafe {
+                        if edges {
+                            for j in (0..x0).chain(x1..ow) {
+                                *dst.add(j) = T::zero();
+                            }
+                        }
+                        if s == 1 {
+                            copy_short(src, dst.add(x0), n);
+                        } else {
+                            for j in 0..n {
+                                *dst.add(x0 + j) = *src.add(j * s);
+                            }
                         }
                     }
+                    dst = dst.wrapping_add(ow);
+                    src = src.wrapping_add(s * w);
                 }
             }
         }
@@ -122,11 +137,13 @@ fn image_to_columns<T: WithDType>(img: &[T], g: &PatchGeometry, cols: &mut [T], 
 }
 
 /// Adds the columns `[CK, P]` (row `r` at `cols[r * rs]`) back into one image `[C, H, W]` (the
-/// adjoint of [`image_to_columns`]).
+/// adjoint of [`image_to_columns`]), through pointers as there.
 fn columns_to_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T], rs: usize) {
     let (oh, ow, p) = (g.out_h(), g.out_w(), g.out_h() * g.out_w());
     let (h, w, s) = (g.height, g.width, g.stride);
     let (kh, kw) = (g.kernel_h, g.kernel_w);
+    assert!(img.len() >= g.channels * h * w, "columns_to_image: image too short");
+    assert!(g.patch_len() == 0 || cols.len() >= (g.patch_len() - 1) * rs + p, "columns_to_image: columns too short");
     for c in 0..g.channels {
         let plane = &mut img[c * h * w..(c + 1) * h * w];
         for ki in 0..kh {
@@ -134,24 +151,33 @@ fn columns_to_image<T: WithDType>(cols: &[T], g: &PatchGeometry, img: &mut [T], 
             for kj in 0..kw {
                 let (x0, x1, sx) = valid_range(ow, kj, g, w);
                 let n = x1 - x0;
-                if n == 0 {
-                    continue; // this kernel column never lands inside the image
+                if n == 0 || y0 == y1 {
+                    continue; // this kernel offset never lands inside the image
                 }
                 let r = (c * kh + ki) * kw + kj;
                 let row = &cols[r * rs..r * rs + p];
-                for (i, y) in (y0..y1).enumerate() {
-                    let src = &row[y * ow + x0..y * ow + x1];
-                    let start = (sy + i * s) * w + sx;
-                    if s == 1 {
-                        for (d, v) in plane[start..start + n].iter_mut().zip(src) {
-                            *d += *v;
-                        }
-                    } else {
-                        let dst = &mut plane[start..start + (n - 1) * s + 1];
-                        for (d, v) in dst.iter_mut().step_by(s).zip(src) {
-                            *d += *v;
+                debug_assert!((sy + (y1 - y0 - 1) * s) * w + sx + (n - 1) * s < plane.len());
+                let mut src = row[y0 * ow + x0..].as_ptr();
+                let mut dst = plane.as_mut_ptr().wrapping_add(sy * w + sx);
+                for _ in y0..y1 {
+                    // SAFETY: `src` is element `x0` of output row `y < y1` of `row`, followed by
+                    // `n` elements of that row; `dst` the start of a source row inside `plane`
+                    // (as in `image_to_columns`); the two are different slices.
+                    unsafe {
+                        if s == 1 {
+                            let d = std::slice::from_raw_parts_mut(dst, n);
+                            let v = std::slice::from_raw_parts(src, n);
+                            for (d, v) in d.iter_mut().zip(v) {
+                                *d += *v;
+                            }
+                        } else {
+                            for j in 0..n {
+                                *dst.add(j * s) += *src.add(j);
+                            }
                         }
                     }
+                    src = src.wrapping_add(ow);
+                    dst = dst.wrapping_add(s * w);
                 }
             }
         }
@@ -350,7 +376,7 @@ impl ConvPlan {
 
     /// The forward pass for one batch: input `[B, ...]`, weight `[M, CK]`, optional bias (one
     /// value per output channel).
-    fn forward<T: WithDType>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    pub(crate) fn forward<T: WithDType>(&self, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
         let (p, ck, m) = (self.p(), self.ck(), self.m);
         let (il, ol) = (self.input_len(), self.output_len());
         // Written without a zero fill: a convolution's output is written whole by `scatter`; a
@@ -398,7 +424,7 @@ impl ConvPlan {
     /// gradient (empty unless `need_dx`), the weight's `[M, CK]` and the bias's (one per output
     /// channel; both empty, their GEMM and sums skipped, unless `need_dw`: the weights of a
     /// network held fixed, e.g. a discriminator's in the generator's update, need none).
-    fn backward<T: WithDType>(
+    pub(crate) fn backward<T: WithDType>(
         &self,
         x: &[T],
         w: &[T],
@@ -492,6 +518,24 @@ impl ConvPlan {
         (unsafe { assume_init_vec(dx) }, dw, db)
     }
 
+    /// Whether this (f32) convolution takes the direct kernels of `conv_direct`.
+    fn direct(&self) -> bool {
+        !self.transposed && crate::conv_direct::applies(&self.g)
+    }
+
+    /// The backward pass in f32: as [`ConvPlan::backward`], with the weight and bias gradients
+    /// from the direct kernels where they apply.
+    fn backward_f32(&self, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool, need_dw: bool) -> Vec<f32> {
+        let direct_dw = need_dw && self.direct();
+        let (mut dx, mut dw, mut db) = self.backward(x, w, dy, need_dx, need_dw && !direct_dw);
+        if direct_dw {
+            (dw, db) = crate::conv_direct::weight_grad(self.batch, self.m, &self.g, x, dy);
+        }
+        dx.extend_from_slice(&dw);
+        dx.extend_from_slice(&db);
+        dx
+    }
+
     fn check(&self, x: &Layout, w: &Layout) -> Result<()> {
         if x.shape().elem_count() != self.batch * self.input_len() || w.shape().elem_count() != self.m * self.ck() {
             bail!("convolution: input {:?} or weight {:?} does not match {self:?}", x.dims(), w.dims());
@@ -526,6 +570,12 @@ impl ConvPlan {
             Ok(plan.forward(contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, bias))
         }
         let out = match (x.0, w.0) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) if self.direct() => {
+                let what = "convolution";
+                let bias = b.map(|(s, l)| contiguous::<f32>(s, l, what)).transpose()?;
+                let (xs, ws) = (contiguous(x.0, x.1, what)?, contiguous(w.0, w.1, what)?);
+                CpuStorage::F32(crate::conv_direct::forward(self.batch, self.m, &self.g, xs, ws, bias))
+            }
             (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(typed(self, x, w, b)?),
             (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(typed(self, x, w, b)?),
             _ => bail!("the CPU convolution supports f32 and f64 (input and weight of one dtype) only"),
@@ -599,7 +649,11 @@ impl CustomOp3 for ConvBackward {
         }
         let (x, w, g) = ((xs, xl), (ws, wl), (gs, gl));
         let out = match (xs, ws, gs) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(typed(self, x, w, g)?),
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let what = "convolution backward";
+                let (x, w, g) = (contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, contiguous(gs, gl, what)?);
+                CpuStorage::F32(self.plan.backward_f32(x, w, g, self.need_dx, self.need_dw))
+            }
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(typed(self, x, w, g)?),
             _ => bail!("the CPU convolution supports f32 and f64 (all of one dtype) only"),
         };

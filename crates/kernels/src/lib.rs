@@ -30,6 +30,7 @@ mod activation;
 mod adam;
 mod conv;
 mod conv_cpu;
+mod conv_direct;
 mod linear;
 mod norm;
 mod patches;

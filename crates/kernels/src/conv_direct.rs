@@ -1,0 +1,394 @@
+//! Direct stride-1 convolutions in f32 for x86-64 CPUs with AVX2 and FMA: the forward pass and
+//! the weight gradient without a column buffer.
+//!
+//! With stride 1, no padding and no dilation, eight neighbouring outputs of one output row read
+//! eight neighbouring pixels of the input for every weight `(c, ki, kj)`: one unaligned vector
+//! load at offset `c H W + ki W + kj` from the outputs' own corner. So the kernels read the image
+//! itself where the GEMM path first writes its `C KH KW x OH OW` columns and then packs them (for
+//! the 5x5 convolutions of LeNet-sized networks that copy costs as much as a third of the GEMM).
+//!
+//! - forward: a tile of 6 output channels x 16 outputs (two vectors) lives in 12 registers;
+//!   per weight, two image loads and six broadcast weights feed 12 fused multiply-adds;
+//! - weight gradient `dW[o, k] = sum_(b, p) dy[b, o, p] x[b, k + p]`: a tile of 6 output
+//!   channels x 2 weights keeps 12 vector sums over the outputs of a block of images, added
+//!   across lanes once per block.
+//!
+//! Used for f32 when the output width is a multiple of 8 and the CPU has AVX2 and FMA; every
+//! other convolution takes the GEMM path (`conv_cpu`), which these kernels are tested against.
+
+use crate::patches::PatchGeometry;
+
+/// Whether the direct kernels handle a convolution of this geometry on this CPU.
+pub(crate) fn applies(g: &PatchGeometry) -> bool {
+    g.stride == 1 && g.dilation == 1 && g.padding == 0 && g.out_w() % 8 == 0 && cpu_has_avx2_fma()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx2_fma() -> bool {
+    std::env::var_os("ZOO_NO_DIRECT_CONV").is_none()
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_avx2_fma() -> bool {
+    false
+}
+
+/// The offsets shared by both kernels: of every weight `(c, ki, kj)` in the image, and of every
+/// eight-output vector's first output in the image.
+struct Offsets {
+    weight: Vec<usize>,
+    vector: Vec<usize>,
+}
+
+impl Offsets {
+    fn new(g: &PatchGeometry) -> Self {
+        let (h, w) = (g.height, g.width);
+        let mut weight = Vec::with_capacity(g.patch_len());
+        for c in 0..g.channels {
+            for ki in 0..g.kernel_h {
+                for kj in 0..g.kernel_w {
+                    weight.push(c * h * w + ki * w + kj);
+                }
+            }
+        }
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let vector = (0..oh * ow / 8).map(|v| (v * 8 / ow) * w + (v * 8) % ow).collect();
+        Self { weight, vector }
+    }
+}
+
+/// Output channels per tile.
+const MR: usize = 6;
+/// Output vectors (of 8) per forward tile; weights per weight-gradient tile. With [`MR`], 12
+/// accumulators, two loaded vectors and one broadcast: 15 of the 16 vector registers (with a
+/// 4 x 3 tile, all 16, the compiler shuffled registers and spilled in the inner loop).
+const NV: usize = 2;
+
+/// The forward pass: `x [B, C, H, W]`, `w [M, C KH KW]`, optional bias `[M]`; returns `[B, M, OH,
+/// OW]`. Panics if `applies(g)` is false (the callers check) or the slices are shorter than the
+/// shapes say.
+pub(crate) fn forward(
+    batch: usize,
+    m: usize,
+    g: &PatchGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert!(applies(g), "direct convolution on an unsupported geometry {g:?}");
+    let (k, p) = (g.patch_len(), g.out_h() * g.out_w());
+    let il = g.channels * g.height * g.width;
+    assert!(x.len() >= batch * il && w.len() >= m * k, "direct convolution: input or weight too short");
+    let offsets = Offsets::new(g);
+    // The weight in tiles of MR rows, weight-major: tile t holds `wp[t][k][r] = w[t MR + r][k]`
+    // (zero past the last row), so each step of the kernel reads MR neighbouring values.
+    let tiles = m.div_ceil(MR);
+    let mut wp = vec![0f32; tiles * k * MR];
+    for row in 0..m {
+        let (t, r) = (row / MR, row % MR);
+        for (kk, v) in w[row * k..(row + 1) * k].iter().enumerate() {
+            wp[(t * k + kk) * MR + r] = *v;
+        }
+    }
+    let mut y = vec![0f32; batch * m * p];
+    let threads = rayon::current_num_threads().max(1);
+    let per = batch.div_ceil(threads).max(1);
+    y.par_chunks_mut(per * m * p).enumerate().for_each(|(gi, ys)| {
+        for (j, yb) in ys.chunks_mut(m * p).enumerate() {
+            let xb = &x[(gi * per + j) * il..][..il];
+            for t in 0..tiles {
+                let rows = MR.min(m - t * MR);
+                let init: [f32; MR] = std::array::from_fn(|r| bias.filter(|_| r < rows).map_or(0.0, |b| b[t * MR + r]));
+                let wt = &wp[t * k * MR..(t + 1) * k * MR];
+                let yt = &mut yb[t * MR * p..(t * MR + rows) * p];
+                let mut v0 = 0;
+                while v0 < offsets.vector.len() {
+                    let nv = NV.min(offsets.vector.len() - v0);
+                    // SAFETY: `applies` checked AVX2 and FMA; the kernel's reads stay inside `xb`
+                    // (see `forward_tile`) and `wt`, its writes inside `yt` (rows `< rows`,
+                    // vectors `v0 .. v0 + nv` of `p / 8`).
+                    unsafe {
+                        match nv {
+                            2 => forward_tile::<2>(xb, &offsets, v0, wt, init, yt, rows, p),
+                            _ => forward_tile::<1>(xb, &offsets, v0, wt, init, yt, rows, p),
+                        }
+                    }
+                    v0 += nv;
+                }
+            }
+        }
+    });
+    y
+}
+
+/// One forward tile: `V` output vectors from `v0` for the `rows` channels of one weight tile,
+/// written to `y` (row `r` at `y[r p ..]`).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA. Every load reads `x[o + b .. o + b + 8]` for a weight offset
+/// `o` and a vector offset `b`; the largest, `(C-1) H W + (KH-1) W + (KW-1) + (OH-1) W + OW - 8 +
+/// 8`, is `C H W`, so `x` must hold one image; `wt` must hold `K * MR` values and `y` `rows * p`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_tile<const V: usize>(
+    x: &[f32],
+    offsets: &Offsets,
+    v0: usize,
+    wt: &[f32],
+    init: [f32; MR],
+    y: &mut [f32],
+    rows: usize,
+    p: usize,
+) {
+    use std::arch::x86_64::*;
+    let k = offsets.weight.len();
+    debug_assert!(wt.len() >= k * MR && y.len() >= rows * p && v0 + V <= p / 8);
+    let base: [usize; V] = std::array::from_fn(|v| offsets.vector[v0 + v]);
+    debug_assert!(base[V - 1] + offsets.weight[k - 1] + 8 <= x.len());
+    let xp = x.as_ptr();
+    let wp = wt.as_ptr();
+    // SAFETY (all loads and stores below): within the bounds stated in the function's contract.
+    unsafe {
+        let mut acc: [[__m256; V]; MR] = std::array::from_fn(|r| [_mm256_set1_ps(init[r]); V]);
+        for (kk, &o) in offsets.weight.iter().enumerate() {
+            let b: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(xp.add(base[v] + o)));
+            let wk = wp.add(kk * MR);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a = _mm256_broadcast_ss(&*wk.add(r));
+                for (s, bv) in row.iter_mut().zip(&b) {
+                    *s = _mm256_fmadd_ps(a, *bv, *s);
+                }
+            }
+        }
+        let yp = y.as_mut_ptr();
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            for (v, s) in row.iter().enumerate() {
+                _mm256_storeu_ps(yp.add(r * p + (v0 + v) * 8), *s);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_tile<const V: usize>(
+    _: &[f32],
+    _: &Offsets,
+    _: usize,
+    _: &[f32],
+    _: [f32; MR],
+    _: &mut [f32],
+    _: usize,
+    _: usize,
+) {
+    unreachable!("the direct convolution is only chosen on x86-64 CPUs with AVX2 and FMA")
+}
+
+/// The weight gradient `[M, C KH KW]` and the bias gradient `[M]` from the input `[B, C, H, W]`
+/// and the output's gradient `[B, M, OH, OW]`.
+pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
+    assert!(applies(g), "direct convolution on an unsupported geometry {g:?}");
+    let (k, p) = (g.patch_len(), g.out_h() * g.out_w());
+    let il = g.channels * g.height * g.width;
+    assert!(x.len() >= batch * il && dy.len() >= batch * m * p, "direct convolution: input or gradient too short");
+    let offsets = Offsets::new(g);
+    let threads = rayon::current_num_threads().max(1);
+    let per = batch.div_ceil(threads).max(1);
+    // Images per block: their inputs and output gradients within about 256 KB (the core's cache),
+    // as each tile reads the whole block.
+    let block = ((1usize << 16) / (il + m * p).max(1)).clamp(1, per);
+    let sums = (0..batch.div_ceil(per))
+        .into_par_iter()
+        .map(|gi| {
+            let mut dw = vec![0f32; m * k];
+            let mut db = vec![0f32; m];
+            let (first, last) = (gi * per, ((gi + 1) * per).min(batch));
+            for b in first..last {
+                for (o, s) in db.iter_mut().enumerate() {
+                    *s += dy[(b * m + o) * p..][..p].iter().sum::<f32>();
+                }
+            }
+            let mut b0 = first;
+            while b0 < last {
+                let n = block.min(last - b0);
+                let xs = &x[b0 * il..(b0 + n) * il];
+                let dys = &dy[b0 * m * p..(b0 + n) * m * p];
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    let mut k0 = 0;
+                    while k0 < k {
+                        let nk = NV.min(k - k0);
+                        // SAFETY: `applies` checked AVX2 and FMA; the reads stay inside `xs` (as
+                        // in the forward pass) and `dys` (rows `r0 .. r0 + rows` of each image).
+                        unsafe {
+                            match (rows, nk) {
+                                (6, 2) => weight_tile::<6, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (6, _) => weight_tile::<6, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (5, 2) => weight_tile::<5, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (5, _) => weight_tile::<5, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (4, 2) => weight_tile::<4, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (4, _) => weight_tile::<4, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (3, 2) => weight_tile::<3, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (3, _) => weight_tile::<3, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (2, 2) => weight_tile::<2, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (2, _) => weight_tile::<2, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (_, 2) => weight_tile::<1, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (_, _) => weight_tile::<1, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                            }
+                        }
+                        k0 += nk;
+                    }
+                }
+                b0 += n;
+            }
+            (dw, db)
+        })
+        .reduce_with(|(mut dw, mut db), (dw2, db2)| {
+            dw.iter_mut().zip(&dw2).for_each(|(a, b)| *a += *b);
+            db.iter_mut().zip(&db2).for_each(|(a, b)| *a += *b);
+            (dw, db)
+        });
+    sums.unwrap_or_else(|| (vec![0.0; m * k], vec![0.0; m]))
+}
+
+/// One weight-gradient tile over `n` images: adds to `dw[r0 + r][k0 + j]` (rows of `C KH KW`) for
+/// `r < R`, `j < J` the sum over every output of every image.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `x` must hold `n` images (`il` each) and `dy` `n` output
+/// gradients (`m` rows of `p` each), with `r0 + R <= m` and `k0 + J <= C KH KW`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_tile<const R: usize, const J: usize>(
+    x: &[f32],
+    dy: &[f32],
+    offsets: &Offsets,
+    r0: usize,
+    k0: usize,
+    n: usize,
+    m: usize,
+    il: usize,
+    dw: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let p = offsets.vector.len() * 8;
+    debug_assert!(x.len() >= n * il && dy.len() >= n * m * p && r0 + R <= m && k0 + J <= offsets.weight.len());
+    let o: [usize; J] = std::array::from_fn(|j| offsets.weight[k0 + j]);
+    // SAFETY (all loads below): within the bounds stated in the function's contract (the image
+    // reads as in `forward_tile`).
+    unsafe {
+        let mut acc: [[__m256; J]; R] = [[_mm256_setzero_ps(); J]; R];
+        for b in 0..n {
+            let xp = x.as_ptr().add(b * il);
+            let dp = dy.as_ptr().add((b * m + r0) * p);
+            for (v, &base) in offsets.vector.iter().enumerate() {
+                let xv: [__m256; J] = std::array::from_fn(|j| _mm256_loadu_ps(xp.add(base + o[j])));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let d = _mm256_loadu_ps(dp.add(r * p + v * 8));
+                    for (s, xj) in row.iter_mut().zip(&xv) {
+                        *s = _mm256_fmadd_ps(d, *xj, *s);
+                    }
+                }
+            }
+        }
+        let k = offsets.weight.len();
+        for (r, arow) in acc.iter().enumerate() {
+            for (j, s) in arow.iter().enumerate() {
+                let h = _mm_add_ps(_mm256_castps256_ps128(*s), _mm256_extractf128_ps(*s, 1));
+                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+                dw[(r0 + r) * k + k0 + j] += _mm_cvtss_f32(h);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_tile<const R: usize, const J: usize>(
+    _: &[f32],
+    _: &[f32],
+    _: &Offsets,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+) {
+    unreachable!("the direct convolution is only chosen on x86-64 CPUs with AVX2 and FMA")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv_cpu::ConvPlan;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104729) % 211) as f32 - 105.0) / 53.0).collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}: element {i}: {x} against {y}");
+        }
+    }
+
+    #[test]
+    fn the_direct_kernels_agree_with_the_gemm_path() {
+        let g = |channels, height, width, kernel_h, kernel_w| PatchGeometry {
+            channels,
+            height,
+            width,
+            kernel_h,
+            kernel_w,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+        };
+        // Remainders everywhere: output channels leaving 1-5 after tiles of 6 (and none), odd
+        // numbers of output vectors and of weights `C KH KW` (tiles of 2), several vectors per
+        // output row and several rows per vector tile, odd batches (split between threads).
+        for (batch, m, geometry) in [
+            (5, 6, g(3, 10, 12, 5, 5)),
+            (3, 5, g(1, 9, 20, 4, 5)),
+            (9, 7, g(4, 12, 12, 5, 5)),
+            (2, 9, g(2, 3, 17, 2, 2)),
+            (1, 4, g(3, 28, 28, 5, 5)),
+            (4, 11, g(3, 7, 12, 3, 5)),
+            (2, 8, g(1, 5, 9, 1, 2)),
+        ] {
+            if !applies(&geometry) {
+                eprintln!("this CPU has no AVX2 and FMA: the direct kernels are never used here");
+                return;
+            }
+            let plan = ConvPlan { transposed: false, batch, m, g: geometry };
+            let (k, p) = (geometry.patch_len(), geometry.out_h() * geometry.out_w());
+            let il = geometry.channels * geometry.height * geometry.width;
+            let (x, w, bias) = (values(batch * il, 1), values(m * k, 2), values(m, 3));
+            let what = format!("batch {batch}, {m} channels, {geometry:?}");
+            close(
+                &forward(batch, m, &geometry, &x, &w, Some(&bias)),
+                &plan.forward(&x, &w, Some(&bias)),
+                &format!("forward with a bias, {what}"),
+            );
+            close(
+                &forward(batch, m, &geometry, &x, &w, None),
+                &plan.forward(&x, &w, None),
+                &format!("forward, {what}"),
+            );
+            let dy = values(batch * m * p, 4);
+            let (dw, db) = weight_grad(batch, m, &geometry, &x, &dy);
+            let (_, want_dw, want_db) = plan.backward(&x, &w, &dy, false, true);
+            close(&dw, &want_dw, &format!("weight gradient, {what}"));
+            close(&db, &want_db, &format!("bias gradient, {what}"));
+        }
+    }
+}
