@@ -151,8 +151,10 @@ mod tests {
             (ConvParams { padding: 2, ..Default::default() }, [3, 1, 28, 28], [8, 1, 5, 5]),
             // Patch rows of 14 and 15 elements: every branch of the short inline copy.
             (ConvParams { padding: 1, ..Default::default() }, [2, 2, 5, 15], [3, 2, 3, 3]),
-            // Outputs 8 wide, stride 1, no padding: the direct f32 kernels (on CPUs with AVX2).
+            // Stride 1: the direct f32 kernels (on CPUs with AVX2), in place (no padding, outputs
+            // 8 wide) and on widened images (padding, outputs 14 wide).
             (ConvParams::default(), [3, 5, 12, 12], [6, 5, 5, 5]),
+            (ConvParams { padding: 2, ..Default::default() }, [3, 4, 14, 14], [7, 4, 5, 5]),
         ] {
             compare(false, &xs, &ws, p, DType::F64, 1e-10);
             compare(false, &xs, &ws, p, DType::F32, 1e-4);

@@ -1,11 +1,11 @@
 //! Direct stride-1 convolutions in f32 for x86-64 CPUs with AVX2 and FMA: the forward pass and
 //! the weight gradient without a column buffer.
 //!
-//! With stride 1, no padding and no dilation, eight neighbouring outputs of one output row read
-//! eight neighbouring pixels of the input for every weight `(c, ki, kj)`: one unaligned vector
-//! load at offset `c H W + ki W + kj` from the outputs' own corner. So the kernels read the image
-//! itself where the GEMM path first writes its `C KH KW x OH OW` columns and then packs them (for
-//! the 5x5 convolutions of LeNet-sized networks that copy costs as much as a third of the GEMM).
+//! With stride 1 and no dilation, eight neighbouring outputs of one output row read eight
+//! neighbouring pixels of the input for every weight `(c, ki, kj)`: one unaligned vector load at
+//! offset `c H W + ki W + kj` from the outputs' own corner. So the kernels read the image itself
+//! where the GEMM path first writes its `C KH KW x OH OW` columns and then packs them (for the
+//! 5x5 convolutions of LeNet-sized networks that copy costs as much as a third of the GEMM).
 //!
 //! - forward: a tile of 6 output channels x 16 outputs (two vectors) lives in 12 registers;
 //!   per weight, two image loads and six broadcast weights feed 12 fused multiply-adds;
@@ -13,14 +13,23 @@
 //!   channels x 2 weights keeps 12 vector sums over the outputs of a block of images, added
 //!   across lanes once per block.
 //!
-//! Used for f32 when the output width is a multiple of 8 and the CPU has AVX2 and FMA; every
-//! other convolution takes the GEMM path (`conv_cpu`), which these kernels are tested against.
+//! Padding, and output rows whose width is not a multiple of 8, go through a *wide* layout: each
+//! image is copied into a zero-bordered plane `OH + KH - 1` rows high and `OW' + KW - 1` wide,
+//! where `OW'` is the output width rounded up to 8; the forward pass computes `OW'` outputs per
+//! row and keeps the first `OW`, and the weight gradient reads the output gradient widened with
+//! zeros, so the extra outputs add nothing. Unpadded convolutions whose output width is a
+//! multiple of 8 (LeNet's 28 -> 24 and 12 -> 8) read their inputs and gradients in place.
+//!
+//! Used for f32 when the widening wastes at most a quarter of the work and the CPU has AVX2 and
+//! FMA (`ZOO_NO_DIRECT_CONV` set in the environment turns it off); every other convolution takes
+//! the GEMM path (`conv_cpu`), which these kernels are tested against.
 
 use crate::patches::PatchGeometry;
 
 /// Whether the direct kernels handle a convolution of this geometry on this CPU.
 pub(crate) fn applies(g: &PatchGeometry) -> bool {
-    g.stride == 1 && g.dilation == 1 && g.padding == 0 && g.out_w() % 8 == 0 && cpu_has_avx2_fma()
+    let ow = g.out_w();
+    g.stride == 1 && g.dilation == 1 && ow > 0 && ow.next_multiple_of(8) * 4 <= ow * 5 && cpu_has_avx2_fma()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -35,27 +44,78 @@ fn cpu_has_avx2_fma() -> bool {
     false
 }
 
-/// The offsets shared by both kernels: of every weight `(c, ki, kj)` in the image, and of every
-/// eight-output vector's first output in the image.
-struct Offsets {
+/// The wide layout of one convolution, and the offsets shared by both kernels.
+struct Wide {
+    g: PatchGeometry,
+    /// Output height and width, and the width rounded up to 8.
+    oh: usize,
+    ow: usize,
+    owr: usize,
+    /// Height and width of the (padded) image planes the kernels read.
+    hp: usize,
+    wp: usize,
+    /// Whether the images and output gradients are used as they are (no padding, `OW = OW'`).
+    in_place: bool,
+    /// Offset of every weight `(c, ki, kj)` in an image: `c hp wp + ki wp + kj`.
     weight: Vec<usize>,
+    /// Offset in an image of the first output of every eight-output vector (`OH OW' / 8`).
     vector: Vec<usize>,
 }
 
-impl Offsets {
+impl Wide {
     fn new(g: &PatchGeometry) -> Self {
-        let (h, w) = (g.height, g.width);
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let owr = ow.next_multiple_of(8);
+        let (hp, wp) = (oh + g.kernel_h - 1, owr + g.kernel_w - 1);
         let mut weight = Vec::with_capacity(g.patch_len());
         for c in 0..g.channels {
             for ki in 0..g.kernel_h {
                 for kj in 0..g.kernel_w {
-                    weight.push(c * h * w + ki * w + kj);
+                    weight.push(c * hp * wp + ki * wp + kj);
                 }
             }
         }
-        let (oh, ow) = (g.out_h(), g.out_w());
-        let vector = (0..oh * ow / 8).map(|v| (v * 8 / ow) * w + (v * 8) % ow).collect();
-        Self { weight, vector }
+        let vector = (0..oh * owr / 8).map(|v| (v * 8 / owr) * wp + (v * 8) % owr).collect();
+        let in_place = g.padding == 0 && owr == ow;
+        Self { g: *g, oh, ow, owr, hp, wp, in_place, weight, vector }
+    }
+    /// Elements of one image as given, and as the kernels read it.
+    fn image_len(&self) -> usize {
+        self.g.channels * self.g.height * self.g.width
+    }
+    fn plane_len(&self) -> usize {
+        self.g.channels * self.hp * self.wp
+    }
+    /// Outputs per channel, and wide outputs per channel.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn pw(&self) -> usize {
+        self.oh * self.owr
+    }
+    /// Copies images `[n, C, H, W]` into the zero-bordered planes `[n, C, hp, wp]` of `out`
+    /// (resized; every element written).
+    fn widen_images(&self, x: &[f32], out: &mut Vec<f32>) {
+        let (g, pad) = (&self.g, self.g.padding);
+        let n = x.len() / self.image_len();
+        out.clear();
+        out.resize(n * self.plane_len(), 0.0);
+        for (img, dst) in x.chunks_exact(self.image_len()).zip(out.chunks_exact_mut(self.plane_len())) {
+            for (plane, dplane) in img.chunks_exact(g.height * g.width).zip(dst.chunks_exact_mut(self.hp * self.wp)) {
+                for (row, drow) in plane.chunks_exact(g.width).zip(dplane[pad * self.wp..].chunks_exact_mut(self.wp)) {
+                    drow[pad..pad + g.width].copy_from_slice(row);
+                }
+            }
+        }
+    }
+    /// Copies output gradients `[n, M, OH, OW]` into `[n, M, OH, OW']`, zeros in the extra
+    /// columns.
+    fn widen_outputs(&self, dy: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(dy.len() / self.ow * self.owr, 0.0);
+        for (row, drow) in dy.chunks_exact(self.ow).zip(out.chunks_exact_mut(self.owr)) {
+            drow[..self.ow].copy_from_slice(row);
+        }
     }
 }
 
@@ -79,10 +139,9 @@ pub(crate) fn forward(
 ) -> Vec<f32> {
     use rayon::prelude::*;
     assert!(applies(g), "direct convolution on an unsupported geometry {g:?}");
-    let (k, p) = (g.patch_len(), g.out_h() * g.out_w());
-    let il = g.channels * g.height * g.width;
+    let wide = Wide::new(g);
+    let (k, p, pw, il) = (g.patch_len(), wide.p(), wide.pw(), wide.image_len());
     assert!(x.len() >= batch * il && w.len() >= m * k, "direct convolution: input or weight too short");
-    let offsets = Offsets::new(g);
     // The weight in tiles of MR rows, weight-major: tile t holds `wp[t][k][r] = w[t MR + r][k]`
     // (zero past the last row), so each step of the kernel reads MR neighbouring values.
     let tiles = m.div_ceil(MR);
@@ -97,26 +156,39 @@ pub(crate) fn forward(
     let threads = rayon::current_num_threads().max(1);
     let per = batch.div_ceil(threads).max(1);
     y.par_chunks_mut(per * m * p).enumerate().for_each(|(gi, ys)| {
+        let (mut plane, mut out) = (Vec::new(), vec![0f32; if wide.in_place { 0 } else { m * pw }]);
         for (j, yb) in ys.chunks_mut(m * p).enumerate() {
             let xb = &x[(gi * per + j) * il..][..il];
+            let xb = if wide.in_place {
+                xb
+            } else {
+                wide.widen_images(xb, &mut plane);
+                &plane[..]
+            };
+            let ywide = if wide.in_place { &mut yb[..] } else { &mut out[..] };
             for t in 0..tiles {
                 let rows = MR.min(m - t * MR);
                 let init: [f32; MR] = std::array::from_fn(|r| bias.filter(|_| r < rows).map_or(0.0, |b| b[t * MR + r]));
                 let wt = &wp[t * k * MR..(t + 1) * k * MR];
-                let yt = &mut yb[t * MR * p..(t * MR + rows) * p];
+                let yt = &mut ywide[t * MR * pw..(t * MR + rows) * pw];
                 let mut v0 = 0;
-                while v0 < offsets.vector.len() {
-                    let nv = NV.min(offsets.vector.len() - v0);
+                while v0 < wide.vector.len() {
+                    let nv = NV.min(wide.vector.len() - v0);
                     // SAFETY: `applies` checked AVX2 and FMA; the kernel's reads stay inside `xb`
-                    // (see `forward_tile`) and `wt`, its writes inside `yt` (rows `< rows`,
-                    // vectors `v0 .. v0 + nv` of `p / 8`).
+                    // (one wide image, see `forward_tile`) and `wt`, its writes inside `yt` (rows
+                    // `< rows`, vectors `v0 .. v0 + nv` of `pw / 8`).
                     unsafe {
                         match nv {
-                            2 => forward_tile::<2>(xb, &offsets, v0, wt, init, yt, rows, p),
-                            _ => forward_tile::<1>(xb, &offsets, v0, wt, init, yt, rows, p),
+                            2 => forward_tile::<2>(xb, &wide, v0, wt, init, yt, rows, pw),
+                            _ => forward_tile::<1>(xb, &wide, v0, wt, init, yt, rows, pw),
                         }
                     }
                     v0 += nv;
+                }
+            }
+            if !wide.in_place {
+                for (row, wrow) in yb.chunks_exact_mut(wide.ow).zip(out.chunks_exact(wide.owr)) {
+                    row.copy_from_slice(&wrow[..wide.ow]);
                 }
             }
         }
@@ -125,18 +197,19 @@ pub(crate) fn forward(
 }
 
 /// One forward tile: `V` output vectors from `v0` for the `rows` channels of one weight tile,
-/// written to `y` (row `r` at `y[r p ..]`).
+/// written to `y` (row `r` at `y[r p ..]`, `p` wide outputs per channel).
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA. Every load reads `x[o + b .. o + b + 8]` for a weight offset
-/// `o` and a vector offset `b`; the largest, `(C-1) H W + (KH-1) W + (KW-1) + (OH-1) W + OW - 8 +
-/// 8`, is `C H W`, so `x` must hold one image; `wt` must hold `K * MR` values and `y` `rows * p`.
+/// `o` and a vector offset `b`; the largest, `(C-1) hp wp + (KH-1) wp + (KW-1) + (OH-1) wp + OW'
+/// - 8 + 8`, is `C hp wp` (as `hp = OH + KH - 1`, `wp = OW' + KW - 1`), so `x` must hold one
+/// wide image; `wt` must hold `K * MR` values and `y` `rows * p`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_tile<const V: usize>(
     x: &[f32],
-    offsets: &Offsets,
+    offsets: &Wide,
     v0: usize,
     wt: &[f32],
     init: [f32; MR],
@@ -177,7 +250,7 @@ unsafe fn forward_tile<const V: usize>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_tile<const V: usize>(
     _: &[f32],
-    _: &Offsets,
+    _: &Wide,
     _: usize,
     _: &[f32],
     _: [f32; MR],
@@ -193,15 +266,15 @@ unsafe fn forward_tile<const V: usize>(
 pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     use rayon::prelude::*;
     assert!(applies(g), "direct convolution on an unsupported geometry {g:?}");
-    let (k, p) = (g.patch_len(), g.out_h() * g.out_w());
-    let il = g.channels * g.height * g.width;
+    let wide = Wide::new(g);
+    let (k, p, pw) = (g.patch_len(), wide.p(), wide.pw());
+    let (il, pl) = (wide.image_len(), wide.plane_len());
     assert!(x.len() >= batch * il && dy.len() >= batch * m * p, "direct convolution: input or gradient too short");
-    let offsets = Offsets::new(g);
     let threads = rayon::current_num_threads().max(1);
     let per = batch.div_ceil(threads).max(1);
-    // Images per block: their inputs and output gradients within about 256 KB (the core's cache),
-    // as each tile reads the whole block.
-    let block = ((1usize << 16) / (il + m * p).max(1)).clamp(1, per);
+    // Images per block: their (wide) inputs and output gradients within about 256 KB (the
+    // core's cache), as each tile reads the whole block.
+    let block = ((1usize << 16) / (pl + m * pw).max(1)).clamp(1, per);
     let sums = (0..batch.div_ceil(per))
         .into_par_iter()
         .map(|gi| {
@@ -213,32 +286,40 @@ pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], 
                     *s += dy[(b * m + o) * p..][..p].iter().sum::<f32>();
                 }
             }
+            let (mut planes, mut grads) = (Vec::new(), Vec::new());
             let mut b0 = first;
             while b0 < last {
                 let n = block.min(last - b0);
-                let xs = &x[b0 * il..(b0 + n) * il];
-                let dys = &dy[b0 * m * p..(b0 + n) * m * p];
+                let (xs, dys) = (&x[b0 * il..(b0 + n) * il], &dy[b0 * m * p..(b0 + n) * m * p]);
+                let (xs, dys) = if wide.in_place {
+                    (xs, dys)
+                } else {
+                    wide.widen_images(xs, &mut planes);
+                    wide.widen_outputs(dys, &mut grads);
+                    (&planes[..], &grads[..])
+                };
                 for r0 in (0..m).step_by(MR) {
                     let rows = MR.min(m - r0);
                     let mut k0 = 0;
                     while k0 < k {
                         let nk = NV.min(k - k0);
-                        // SAFETY: `applies` checked AVX2 and FMA; the reads stay inside `xs` (as
-                        // in the forward pass) and `dys` (rows `r0 .. r0 + rows` of each image).
+                        // SAFETY: `applies` checked AVX2 and FMA; the reads stay inside `xs` (`n`
+                        // wide images, as in the forward pass) and `dys` (rows `r0 .. r0 + rows`
+                        // of each image's `m` wide rows).
                         unsafe {
                             match (rows, nk) {
-                                (6, 2) => weight_tile::<6, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (6, _) => weight_tile::<6, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (5, 2) => weight_tile::<5, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (5, _) => weight_tile::<5, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (4, 2) => weight_tile::<4, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (4, _) => weight_tile::<4, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (3, 2) => weight_tile::<3, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (3, _) => weight_tile::<3, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (2, 2) => weight_tile::<2, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (2, _) => weight_tile::<2, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (_, 2) => weight_tile::<1, 2>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
-                                (_, _) => weight_tile::<1, 1>(xs, dys, &offsets, r0, k0, n, m, il, &mut dw),
+                                (6, 2) => weight_tile::<6, 2>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (6, _) => weight_tile::<6, 1>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (5, 2) => weight_tile::<5, 2>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (5, _) => weight_tile::<5, 1>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (4, 2) => weight_tile::<4, 2>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (4, _) => weight_tile::<4, 1>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (3, 2) => weight_tile::<3, 2>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (3, _) => weight_tile::<3, 1>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (2, 2) => weight_tile::<2, 2>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (2, _) => weight_tile::<2, 1>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (_, 2) => weight_tile::<1, 2>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
+                                (_, _) => weight_tile::<1, 1>(xs, dys, &wide, r0, k0, n, m, pl, &mut dw),
                             }
                         }
                         k0 += nk;
@@ -260,15 +341,15 @@ pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], 
 /// `r < R`, `j < J` the sum over every output of every image.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA; `x` must hold `n` images (`il` each) and `dy` `n` output
-/// gradients (`m` rows of `p` each), with `r0 + R <= m` and `k0 + J <= C KH KW`.
+/// The CPU must have AVX2 and FMA; `x` must hold `n` wide images (`il` each) and `dy` `n` wide
+/// output gradients (`m` rows of `OH OW'` each), with `r0 + R <= m` and `k0 + J <= C KH KW`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn weight_tile<const R: usize, const J: usize>(
     x: &[f32],
     dy: &[f32],
-    offsets: &Offsets,
+    offsets: &Wide,
     r0: usize,
     k0: usize,
     n: usize,
@@ -314,7 +395,7 @@ unsafe fn weight_tile<const R: usize, const J: usize>(
 unsafe fn weight_tile<const R: usize, const J: usize>(
     _: &[f32],
     _: &[f32],
-    _: &Offsets,
+    _: &Wide,
     _: usize,
     _: usize,
     _: usize,
@@ -343,32 +424,40 @@ mod tests {
 
     #[test]
     fn the_direct_kernels_agree_with_the_gemm_path() {
-        let g = |channels, height, width, kernel_h, kernel_w| PatchGeometry {
+        if !cpu_has_avx2_fma() {
+            eprintln!("this CPU has no AVX2 and FMA: the direct kernels are never used here");
+            return;
+        }
+        let g = |channels, height, width, kernel_h, kernel_w, padding| PatchGeometry {
             channels,
             height,
             width,
             kernel_h,
             kernel_w,
             stride: 1,
-            padding: 0,
+            padding,
             dilation: 1,
         };
         // Remainders everywhere: output channels leaving 1-5 after tiles of 6 (and none), odd
         // numbers of output vectors and of weights `C KH KW` (tiles of 2), several vectors per
-        // output row and several rows per vector tile, odd batches (split between threads).
+        // output row and several rows per vector tile, odd batches (split between threads);
+        // in place (no padding, outputs a multiple of 8 wide) and wide (padding, or widths of
+        // 13, 14, 20 and 28 outputs).
         for (batch, m, geometry) in [
-            (5, 6, g(3, 10, 12, 5, 5)),
-            (3, 5, g(1, 9, 20, 4, 5)),
-            (9, 7, g(4, 12, 12, 5, 5)),
-            (2, 9, g(2, 3, 17, 2, 2)),
-            (1, 4, g(3, 28, 28, 5, 5)),
-            (4, 11, g(3, 7, 12, 3, 5)),
-            (2, 8, g(1, 5, 9, 1, 2)),
+            (5, 6, g(3, 10, 12, 5, 5, 0)),
+            (3, 5, g(1, 9, 20, 4, 5, 0)),
+            (9, 7, g(4, 12, 12, 5, 5, 0)),
+            (2, 9, g(2, 3, 17, 2, 2, 0)),
+            (1, 4, g(3, 28, 28, 5, 5, 0)),
+            (4, 11, g(3, 7, 12, 3, 5, 0)),
+            (2, 8, g(1, 5, 9, 1, 2, 0)),
+            (3, 7, g(2, 28, 28, 5, 5, 2)),
+            (5, 6, g(3, 14, 14, 5, 5, 2)),
+            (2, 5, g(1, 9, 13, 3, 3, 1)),
+            (3, 4, g(2, 8, 22, 3, 3, 0)),
+            (2, 3, g(2, 6, 8, 3, 3, 4)),
         ] {
-            if !applies(&geometry) {
-                eprintln!("this CPU has no AVX2 and FMA: the direct kernels are never used here");
-                return;
-            }
+            assert!(applies(&geometry), "{geometry:?}");
             let plan = ConvPlan { transposed: false, batch, m, g: geometry };
             let (k, p) = (geometry.patch_len(), geometry.out_h() * geometry.out_w());
             let il = geometry.channels * geometry.height * geometry.width;
