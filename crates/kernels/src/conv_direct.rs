@@ -24,7 +24,10 @@
 //! FMA (`ZOO_NO_DIRECT_CONV` set in the environment turns it off); every other convolution takes
 //! the GEMM path (`conv_cpu`), which these kernels are tested against.
 
+use std::mem::MaybeUninit;
+
 use crate::patches::PatchGeometry;
+use crate::util::{assume_init_vec, uninit_vec};
 
 /// Whether the direct kernels handle a convolution of this geometry on this CPU.
 pub(crate) fn applies(g: &PatchGeometry) -> bool {
@@ -152,7 +155,9 @@ pub(crate) fn forward(
             wp[(t * k + kk) * MR + r] = *v;
         }
     }
-    let mut y = vec![0f32; batch * m * p];
+    // Written without a zero fill: the tiles cover every output (in place) or the copy out of
+    // the wide outputs does.
+    let mut y = uninit_vec::<f32>(batch * m * p);
     let threads = rayon::current_num_threads().max(1);
     let per = batch.div_ceil(threads).max(1);
     y.par_chunks_mut(per * m * p).enumerate().for_each(|(gi, ys)| {
@@ -165,7 +170,13 @@ pub(crate) fn forward(
                 wide.widen_images(xb, &mut plane);
                 &plane[..]
             };
-            let ywide = if wide.in_place { &mut yb[..] } else { &mut out[..] };
+            let ywide: &mut [MaybeUninit<f32>] = if wide.in_place {
+                &mut yb[..]
+            } else {
+                // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and only `f32` values are
+                // written through the view.
+                unsafe { &mut *(&mut out[..] as *mut [f32] as *mut [MaybeUninit<f32>]) }
+            };
             for t in 0..tiles {
                 let rows = MR.min(m - t * MR);
                 let init: [f32; MR] = std::array::from_fn(|r| bias.filter(|_| r < rows).map_or(0.0, |b| b[t * MR + r]));
@@ -188,12 +199,15 @@ pub(crate) fn forward(
             }
             if !wide.in_place {
                 for (row, wrow) in yb.chunks_exact_mut(wide.ow).zip(out.chunks_exact(wide.owr)) {
-                    row.copy_from_slice(&wrow[..wide.ow]);
+                    for (d, v) in row.iter_mut().zip(&wrow[..wide.ow]) {
+                        d.write(*v);
+                    }
                 }
             }
         }
     });
-    y
+    // SAFETY: every output was written above (see the comment at the allocation).
+    unsafe { assume_init_vec(y) }
 }
 
 /// One forward tile: `V` output vectors from `v0` for the `rows` channels of one weight tile,
@@ -213,7 +227,7 @@ unsafe fn forward_tile<const V: usize>(
     v0: usize,
     wt: &[f32],
     init: [f32; MR],
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
     rows: usize,
     p: usize,
 ) {
@@ -237,7 +251,7 @@ unsafe fn forward_tile<const V: usize>(
                 }
             }
         }
-        let yp = y.as_mut_ptr();
+        let yp = y.as_mut_ptr().cast::<f32>();
         for (r, row) in acc.iter().enumerate().take(rows) {
             for (v, s) in row.iter().enumerate() {
                 _mm256_storeu_ps(yp.add(r * p + (v0 + v) * 8), *s);
@@ -254,7 +268,7 @@ unsafe fn forward_tile<const V: usize>(
     _: usize,
     _: &[f32],
     _: [f32; MR],
-    _: &mut [f32],
+    _: &mut [MaybeUninit<f32>],
     _: usize,
     _: usize,
 ) {
