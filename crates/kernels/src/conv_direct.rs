@@ -32,8 +32,19 @@ use crate::util::{assume_init_vec, uninit_vec};
 /// Whether the direct kernels handle a convolution of this geometry on this CPU.
 pub(crate) fn applies(g: &PatchGeometry) -> bool {
     let ow = g.out_w();
-    g.stride == 1 && g.dilation == 1 && ow > 0 && ow.next_multiple_of(8) * 4 <= ow * 5 && cpu_has_avx2_fma()
+    let owr = ow.next_multiple_of(8);
+    // Every tile reads the whole (wide) image once per weight row, from L2 when it does not fit
+    // the core's L1: past a point the GEMM path is faster (see `IMAGE_BUDGET`).
+    let image_bytes = 4 * g.channels * (g.out_h() + g.kernel_h - 1) * (owr + g.kernel_w - 1);
+    g.stride == 1 && g.dilation == 1 && ow > 0 && owr * 4 <= ow * 5 && image_bytes <= IMAGE_BUDGET && cpu_has_avx2_fma()
 }
+
+/// The largest (wide) image the direct kernels take, in bytes. Measured on a Zen 3 core (32 KB
+/// L1, 512 KB L2): the judge's second convolution (32 -> 64, 5x5 on 14x14 padded by 2: 45 KB wide
+/// images) is faster direct (judge inference 80 -> 65 ms at two threads), a 64 -> 128 3x3
+/// convolution on 14x14 padded by 1 (72 KB) slower (forward and backward 110 -> 127 ms at one
+/// thread).
+const IMAGE_BUDGET: usize = 48 * 1024;
 
 #[cfg(target_arch = "x86_64")]
 fn cpu_has_avx2_fma() -> bool {
@@ -493,5 +504,10 @@ mod tests {
             close(&dw, &want_dw, &format!("weight gradient, {what}"));
             close(&db, &want_db, &format!("bias gradient, {what}"));
         }
+        // Images too large for the direct kernels' cache budget, too much widening, stride 2.
+        assert!(!applies(&g(64, 14, 14, 3, 3, 1)), "72 KB images");
+        assert!(applies(&g(32, 14, 14, 5, 5, 2)), "the judge's 45 KB images");
+        assert!(!applies(&g(4, 12, 14, 3, 3, 0)), "12 outputs widened to 16");
+        assert!(!applies(&PatchGeometry { stride: 2, ..g(2, 18, 18, 2, 2, 0) }), "stride 2");
     }
 }

@@ -124,8 +124,7 @@ mod tests {
         check_gradient(&b, |b| mmd2_multi_rbf_fixed(&a, b, 2.5, 5, 2.0));
         // The data-driven bandwidth equals the fixed one at its value, so the two agree in value.
         let pooled = Tensor::cat(&[&a, &b], 0).unwrap();
-        let d2 =
-            pairwise_sq_dist(&pooled).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() / (11.0 * 10.0);
+        let d2 = pairwise_sq_dist(&pooled).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() / (11.0 * 10.0);
         let x = mmd2_multi_rbf(&a, &b, 5, 2.0).unwrap().to_scalar::<f64>().unwrap();
         let y = mmd2_multi_rbf_fixed(&a, &b, d2, 5, 2.0).unwrap().to_scalar::<f64>().unwrap();
         assert!((x - y).abs() < 1e-12);
