@@ -523,14 +523,31 @@ impl ConvPlan {
         !self.transposed && crate::conv_direct::applies(&self.g)
     }
 
-    /// The backward pass in f32: as [`ConvPlan::backward`], with the weight and bias gradients
-    /// from the direct kernels where they apply.
-    fn backward_f32(&self, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool, need_dw: bool) -> Vec<f32> {
-        let direct_dw = need_dw && self.direct();
-        let (mut dx, mut dw, mut db) = self.backward(x, w, dy, need_dx, need_dw && !direct_dw);
-        if direct_dw {
-            (dw, db) = crate::conv_direct::weight_grad(self.batch, self.m, &self.g, x, dy);
+    /// The forward pass in f32: the direct kernels where they apply, else [`ConvPlan::forward`].
+    fn forward_f32(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        if self.direct() {
+            crate::conv_direct::forward(self.batch, self.m, &self.g, x, w, bias)
+        } else {
+            self.forward(x, w, bias)
         }
+    }
+
+    /// [`ConvPlan::backward`]'s three gradients packed one after the other.
+    fn backward_packed<T: WithDType>(&self, x: &[T], w: &[T], dy: &[T], need_dx: bool, need_dw: bool) -> Vec<T> {
+        let (mut dx, dw, db) = self.backward(x, w, dy, need_dx, need_dw);
+        dx.extend_from_slice(&dw);
+        dx.extend_from_slice(&db);
+        dx
+    }
+
+    /// [`ConvPlan::backward_packed`] in f32, with the weight and bias gradients from the direct
+    /// kernels where they apply.
+    fn backward_packed_f32(&self, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool, need_dw: bool) -> Vec<f32> {
+        if !(need_dw && self.direct()) {
+            return self.backward_packed(x, w, dy, need_dx, need_dw);
+        }
+        let (mut dx, _, _) = self.backward(x, w, dy, need_dx, false);
+        let (dw, db) = crate::conv_direct::weight_grad(self.batch, self.m, &self.g, x, dy);
         dx.extend_from_slice(&dw);
         dx.extend_from_slice(&db);
         dx
@@ -559,25 +576,21 @@ impl ConvPlan {
                 );
             }
         }
+        type Forward<T> = fn(&ConvPlan, &[T], &[T], Option<&[T]>) -> Vec<T>;
         fn typed<T: WithDType>(
             plan: &ConvPlan,
             (xs, xl): (&CpuStorage, &Layout),
             (ws, wl): (&CpuStorage, &Layout),
             b: Option<(&CpuStorage, &Layout)>,
+            forward: Forward<T>,
         ) -> Result<Vec<T>> {
             let what = "convolution";
             let bias = b.map(|(s, l)| contiguous::<T>(s, l, what)).transpose()?;
-            Ok(plan.forward(contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, bias))
+            Ok(forward(plan, contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, bias))
         }
         let out = match (x.0, w.0) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) if self.direct() => {
-                let what = "convolution";
-                let bias = b.map(|(s, l)| contiguous::<f32>(s, l, what)).transpose()?;
-                let (xs, ws) = (contiguous(x.0, x.1, what)?, contiguous(w.0, w.1, what)?);
-                CpuStorage::F32(crate::conv_direct::forward(self.batch, self.m, &self.g, xs, ws, bias))
-            }
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(typed(self, x, w, b)?),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(typed(self, x, w, b)?),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(typed(self, x, w, b, ConvPlan::forward_f32)?),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(typed(self, x, w, b, ConvPlan::forward)?),
             _ => bail!("the CPU convolution supports f32 and f64 (input and weight of one dtype) only"),
         };
         Ok((out, self.output_shape()))
@@ -634,27 +647,26 @@ impl CustomOp3 for ConvBackward {
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.plan.check(xl, wl)?;
+        type Backward<T> = fn(&ConvPlan, &[T], &[T], &[T], bool, bool) -> Vec<T>;
         fn typed<T: WithDType>(
             op: &ConvBackward,
             (xs, xl): (&CpuStorage, &Layout),
             (ws, wl): (&CpuStorage, &Layout),
             (gs, gl): (&CpuStorage, &Layout),
+            backward: Backward<T>,
         ) -> Result<Vec<T>> {
             let what = "convolution backward";
             let (x, w, g) = (contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, contiguous(gs, gl, what)?);
-            let (mut dx, dw, db) = op.plan.backward(x, w, g, op.need_dx, op.need_dw);
-            dx.extend_from_slice(&dw);
-            dx.extend_from_slice(&db);
-            Ok(dx)
+            Ok(backward(&op.plan, x, w, g, op.need_dx, op.need_dw))
         }
         let (x, w, g) = ((xs, xl), (ws, wl), (gs, gl));
         let out = match (xs, ws, gs) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let what = "convolution backward";
-                let (x, w, g) = (contiguous(xs, xl, what)?, contiguous(ws, wl, what)?, contiguous(gs, gl, what)?);
-                CpuStorage::F32(self.plan.backward_f32(x, w, g, self.need_dx, self.need_dw))
+                CpuStorage::F32(typed(self, x, w, g, ConvPlan::backward_packed_f32)?)
             }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(typed(self, x, w, g)?),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(typed(self, x, w, g, ConvPlan::backward_packed)?)
+            }
             _ => bail!("the CPU convolution supports f32 and f64 (all of one dtype) only"),
         };
         let n = match &out {
@@ -760,7 +772,7 @@ mod tests {
 
     #[test]
     fn columns_and_their_adjoint_match_the_definition() {
-        // Strides 1-3 (the phase-split paths), paddings, dilations, odd sizes, a kernel wider than
+        // Strides 1-3, paddings, dilations, odd sizes, a kernel wider than
         // the stride and one narrower; each case also inside a wider column buffer (`rs`).
         for (c, h, w, k, stride, padding, dilation) in [
             (2, 7, 7, 4, 2, 1, 1),
