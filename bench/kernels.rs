@@ -1,6 +1,7 @@
 //! Kernel-level speed: the zoo's convolutions against Candle's own, forward + backward, the GEMM
-//! rate, and the fused row-wise ops (layer norm, softmax, LSTM cell), ReLU and 2x2 max pooling against Candle's composed
-//! ones, on the shapes of the reference measurements.
+//! rate, the GAN generators' largest linear layer against Candle's matmul and bias, and the fused
+//! row-wise ops (layer norm, softmax, LSTM cell), ReLU and 2x2 max pooling against Candle's composed
+//! ones, on the shapes of the reference measurements and of the zoo's GANs.
 //!
 //! `cargo bench --bench kernels [-- --only TEXT]` prints one JSON line per case (those whose name
 //! contains TEXT):
@@ -16,7 +17,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use zoo_core::ZooRng;
 use zoo_kernels::{
-    conv2d, conv_transpose2d, layer_norm, layer_norm_composed, lstm_cell, lstm_cell_composed, max_pool2d,
+    conv2d, conv_transpose2d, layer_norm, layer_norm_composed, linear, lstm_cell, lstm_cell_composed, max_pool2d,
     max_pool2d_by_reduction, relu, softmax_last_dim, softmax_last_dim_composed, ConvParams,
 };
 
@@ -106,6 +107,40 @@ fn main() -> Result<()> {
             Ok(())
         })?;
         report("conv_transpose2d 128->64 b64 7->14 k4s2 fwd+bwd", ours, theirs, flops);
+    }
+
+    if selected("conv2d 64->128 b64 14->7 k4s2 fwd+bwd") {
+        // The GAN discriminators' second convolution (DCGAN-style, stride 2, padding 1).
+        let x = Var::from_tensor(&randn(&mut rng, &[64, 64, 14, 14])?)?;
+        let w = Var::from_tensor(&randn(&mut rng, &[128, 64, 4, 4])?)?;
+        let p = ConvParams { stride: 2, padding: 1, ..Default::default() };
+        let flops = 3.0 * 2.0 * 64.0 * 49.0 * 128.0 * 64.0 * 16.0;
+        let ours = time(iters, || {
+            conv2d(x.as_tensor(), w.as_tensor(), None, p)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        let theirs = time(iters, || {
+            x.as_tensor().conv2d(w.as_tensor(), 1, 2, 1, 1)?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        report("conv2d 64->128 b64 14->7 k4s2 fwd+bwd", ours, theirs, flops);
+    }
+
+    if selected("linear 1024->6272 b64 fwd+bwd") {
+        // The GAN generators' second fully connected layer, against Candle's matmul + bias.
+        let x = Var::from_tensor(&randn(&mut rng, &[64, 1024])?)?;
+        let w = Var::from_tensor(&randn(&mut rng, &[6272, 1024])?)?;
+        let b = Var::from_tensor(&randn(&mut rng, &[6272])?)?;
+        let flops = 3.0 * 2.0 * 64.0 * 1024.0 * 6272.0;
+        let ours = time(iters, || {
+            linear(x.as_tensor(), w.as_tensor(), Some(b.as_tensor()))?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        let theirs = time(iters, || {
+            x.as_tensor().matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?.sum_all()?.backward()?;
+            Ok(())
+        })?;
+        report("linear 1024->6272 b64 fwd+bwd", ours, theirs, flops);
     }
 
     if selected("matmul 1024^3") {

@@ -4,8 +4,9 @@ and bench/results.json.
     cargo bench --no-run && python bench/run.py [--rounds 5] [--python PATH] [--only ebgan,gan]
 
 Interleaved A/B rounds: for each thread count (1, 2) and each round, the Rust binary and the
-PyTorch script run one after the other; each reports the median of its timed iterations, and the
-table shows the median over rounds. PyTorch comes from PyPI (`pip install torch numpy`); it is not
+PyTorch script run one after the other (which goes first alternates); each reports the median of
+its timed iterations, and the table shows the median over rounds of each side's time and of the
+ratio of each round's pair. PyTorch comes from PyPI (`pip install torch numpy`); it is not
 part of CI.
 """
 import argparse
@@ -67,14 +68,22 @@ def main():
         binary = rust_binary(name)
         for threads in (1, 2):
             ours, theirs = [], []
-            for _ in range(a.rounds):
-                ours.append(run_json([binary, "--bench", *args], threads))
-                theirs.append(run_json([a.python, str(ROOT / f"bench/torch/{twin}.py"), "--threads", str(threads), *args], threads))
+            for i in range(a.rounds):
+                # Alternate which of the two runs first, so that neither always follows the other.
+                runs = [("ours", [binary, "--bench", *args]),
+                        ("theirs", [a.python, str(ROOT / f"bench/torch/{twin}.py"), "--threads", str(threads), *args])]
+                for who, cmd in (runs if i % 2 == 0 else runs[::-1]):
+                    (ours if who == "ours" else theirs).append(run_json(cmd, threads))
             for kind in ("train", "infer"):
                 o = statistics.median(r[f"{kind}_ms"] for r in ours)
                 t = statistics.median(r[f"{kind}_ms"] for r in theirs)
+                # The ratio of each round's pair (run back to back, so at the same machine speed),
+                # and their median: this machine's speed drifts by 10-30 % within minutes, which a
+                # ratio of the two medians would take for a difference between the two.
+                pairs = sorted(x[f"{kind}_ms"] / y[f"{kind}_ms"] for x, y in zip(ours, theirs))
                 records.append({"family": family, "step": kind, "threads": threads, "ours_ms": round(o, 3),
-                                "pytorch_ms": round(t, 3), "ratio": round(o / t, 3),
+                                "pytorch_ms": round(t, 3), "ratio": round(statistics.median(pairs), 3),
+                                "ratio_min": round(pairs[0], 3), "ratio_max": round(pairs[-1], 3),
                                 "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours), 1),
                                 "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs), 1)})
     if only is not None:
@@ -85,11 +94,13 @@ def main():
     machine = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
     (ROOT / "bench/results.json").write_text(json.dumps({"date": stamp, "machine": machine, "torch": torch_version, "records": records}, indent=2) + "\n")
     lines = [f"# Benchmarks\n", f"Measured {stamp} on {machine}; PyTorch {torch_version}; {a.rounds} interleaved rounds, medians.",
-             "Ratio = ours / PyTorch (below 1 is faster than PyTorch).\n",
-             "| family | step | threads | ours (ms) | PyTorch (ms) | ratio | peak RSS ours (MB) | peak RSS PyTorch (MB) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Ratio = ours / PyTorch (below 1 is faster than PyTorch): the median over rounds of the ratio of each",
+             "round's two runs, which ran back to back; the range is the lowest and highest round's ratio.\n",
+             "| family | step | threads | ours (ms) | PyTorch (ms) | ratio | ratio range | peak RSS ours (MB) | peak RSS PyTorch (MB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['family']} | {r['step']} | {r['threads']} | {r['ours_ms']} | {r['pytorch_ms']} | {r['ratio']} | {r['peak_rss_mb']} | {r['pytorch_peak_rss_mb']} |")
+        lines.append(f"| {r['family']} | {r['step']} | {r['threads']} | {r['ours_ms']} | {r['pytorch_ms']} | {r['ratio']} | "
+                     f"{r['ratio_min']}-{r['ratio_max']} | {r['peak_rss_mb']} | {r['pytorch_peak_rss_mb']} |")
     (ROOT / "bench/RESULTS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

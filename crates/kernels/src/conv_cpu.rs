@@ -20,11 +20,12 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
 use std::mem::MaybeUninit;
-
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 use crate::patches::PatchGeometry;
-use crate::util::{assume_init_slice, assume_init_vec, contiguous, uninit_vec};
+use crate::util::{
+    assume_init_slice, assume_init_vec, contiguous, images_per_item, ordered_sum, self_scheduled, uninit_vec,
+};
 
 /// The range of output columns `x` in `0..ow` whose source column `x * stride + off` lies in
 /// `0..w`.
@@ -363,10 +364,11 @@ impl ConvPlan {
             Shape::from((self.batch, self.m, g.out_h(), g.out_w()))
         }
     }
-    /// Images per thread, images per GEMM, and the GEMMs' own parallelism.
+    /// Images per work item (see [`crate::util::images_per_item`]), images per GEMM, and the
+    /// GEMMs' own parallelism.
     fn split(&self) -> (usize, usize, Parallelism) {
         let threads = rayon::current_num_threads().max(1);
-        let per = self.batch.div_ceil(threads).max(1);
+        let per = images_per_item(self.batch, usize::MAX);
         // Several images share one GEMM (the weight is packed once for all of them) while their
         // columns stay within about a megabyte.
         let nb = (COLUMN_BUDGET / (self.ck() * self.p()).max(1)).clamp(1, per);
@@ -380,20 +382,22 @@ impl ConvPlan {
         let (p, ck, m) = (self.p(), self.ck(), self.m);
         let (il, ol) = (self.input_len(), self.output_len());
         // Written without a zero fill: a convolution's output is written whole by `scatter`; a
-        // transposed convolution's starts as its bias (or zeros) in each thread.
+        // transposed convolution's starts as its bias (or zeros) in each item.
         let mut y = uninit_vec::<T>(self.batch * ol);
         let (per, nb, par) = self.split();
-        y.par_chunks_mut(per * ol).enumerate().for_each(|(gi, ys)| {
-            let mut cols = vec![T::zero(); ck * nb * p];
-            let mut side = vec![T::zero(); m * nb * p];
+        let items: Vec<Mutex<&mut [MaybeUninit<T>]>> = y.chunks_mut(per * ol).map(Mutex::new).collect();
+        let scratch = || (vec![T::zero(); ck * nb * p], vec![T::zero(); m * nb * p]);
+        self_scheduled(items.len(), scratch, |(cols, side), gi| {
+            let mut ys = items[gi].lock().unwrap_or_else(|e| e.into_inner());
+            let ys: &mut [MaybeUninit<T>] = &mut ys;
             let xs = &x[gi * per * il..][..ys.len() / ol * il];
             for (xg, yg) in xs.chunks(nb * il).zip(ys.chunks_mut(nb * ol)) {
                 let n = xg.len() / il;
                 let rs = n * p;
                 if self.transposed {
                     // y = col2im(W^T x) (+ bias on every pixel of its channel).
-                    gather(xg, m, p, &mut side);
-                    gemm_into(&mut cols, (ck, rs, m), Mat::t(w, ck), Mat::of(&side, rs), false, par);
+                    gather(xg, m, p, side);
+                    gemm_into(cols, (ck, rs, m), Mat::t(w, ck), Mat::of(side, rs), false, par);
                     for (j, yb) in yg.chunks_mut(ol).enumerate() {
                         let plane = self.g.height * self.g.width;
                         for (c, yc) in yb.chunks_mut(plane).enumerate() {
@@ -411,12 +415,13 @@ impl ConvPlan {
                     for (j, xb) in xg.chunks(il).enumerate() {
                         image_to_columns(xb, &self.g, &mut cols[j * p..], rs);
                     }
-                    gemm_into(&mut side, (m, rs, ck), Mat::of(w, ck), Mat::of(&cols, rs), false, par);
-                    scatter(&side, m, p, yg, bias);
+                    gemm_into(side, (m, rs, ck), Mat::of(w, ck), Mat::of(cols, rs), false, par);
+                    scatter(side, m, p, yg, bias);
                 }
             }
         });
-        // SAFETY: every chunk of `y` was written above.
+        drop(items);
+        // SAFETY: every item of `y` was written above.
         unsafe { assume_init_vec(y) }
     }
 
@@ -424,6 +429,9 @@ impl ConvPlan {
     /// gradient (empty unless `need_dx`), the weight's `[M, CK]` and the bias's (one per output
     /// channel; both empty, their GEMM and sums skipped, unless `need_dw`: the weights of a
     /// network held fixed, e.g. a discriminator's in the generator's update, need none).
+    ///
+    /// Each work item's weight and bias gradients are kept apart and summed in the items' order
+    /// at the end, so that the result does not depend on which thread ran which item.
     pub(crate) fn backward<T: WithDType>(
         &self,
         x: &[T],
@@ -436,85 +444,77 @@ impl ConvPlan {
         let (il, ol) = (self.input_len(), self.output_len());
         let nbias = self.bias_len();
         let (nw, nbw) = if need_dw { (m * ck, nbias) } else { (0, 0) };
-        // Each thread initialises its own part of `dx` (zeros to add the columns into, or
+        // Each item initialises its own part of `dx` (zeros to add the columns into, or
         // overwritten whole by `scatter`).
         let mut dx = uninit_vec::<T>(if need_dx { self.batch * il } else { 0 });
         let (per, nb, par) = self.split();
-        let groups = self.batch.div_ceil(per);
-        let mut dx_parts: Vec<&mut [MaybeUninit<T>]> =
-            if need_dx { dx.chunks_mut(per * il).collect() } else { Vec::new() };
-        dx_parts.resize_with(groups, || &mut []);
-        let sums = dx_parts
-            .into_par_iter()
-            .enumerate()
-            .map(|(gi, dxs)| {
-                let mut dw = vec![T::zero(); nw];
-                let mut db = vec![T::zero(); nbw];
-                let mut cols = vec![T::zero(); ck * nb * p];
-                let mut side = vec![T::zero(); m * nb * p];
-                let first = gi * per;
-                let count = per.min(self.batch - first);
-                let mut start = 0;
-                while start < count {
-                    let n = nb.min(count - start);
-                    let rs = n * p;
-                    let xg = &x[(first + start) * il..][..n * il];
-                    let dyg = &dy[(first + start) * ol..][..n * ol];
-                    // Column side [M, n*P] and image side of these images, for the weight gradient.
-                    let (colside, imgside) = if self.transposed { (xg, dyg) } else { (dyg, xg) };
-                    // The input gradient needs the gathered output gradient of a convolution
-                    // and the columns of a transposed one's output gradient; the rest is for
-                    // the weight gradient only.
-                    if need_dw || !self.transposed {
-                        gather(colside, m, p, &mut side);
+        let count = self.batch.div_ceil(per);
+        let mut dx_parts: Vec<Mutex<&mut [MaybeUninit<T>]>> =
+            if need_dx { dx.chunks_mut(per * il).map(Mutex::new).collect() } else { Vec::new() };
+        dx_parts.resize_with(count, || Mutex::new(&mut []));
+        let sums: Vec<Mutex<(Vec<T>, Vec<T>)>> = (0..count).map(|_| Mutex::new((Vec::new(), Vec::new()))).collect();
+        let scratch = || (vec![T::zero(); ck * nb * p], vec![T::zero(); m * nb * p]);
+        self_scheduled(count, scratch, |(cols, side), gi| {
+            let mut dw = vec![T::zero(); nw];
+            let mut db = vec![T::zero(); nbw];
+            let mut dxs = dx_parts[gi].lock().unwrap_or_else(|e| e.into_inner());
+            let first = gi * per;
+            let count = per.min(self.batch - first);
+            let mut start = 0;
+            while start < count {
+                let n = nb.min(count - start);
+                let rs = n * p;
+                let xg = &x[(first + start) * il..][..n * il];
+                let dyg = &dy[(first + start) * ol..][..n * ol];
+                // Column side [M, n*P] and image side of these images, for the weight gradient.
+                let (colside, imgside) = if self.transposed { (xg, dyg) } else { (dyg, xg) };
+                // The input gradient needs the gathered output gradient of a convolution
+                // and the columns of a transposed one's output gradient; the rest is for
+                // the weight gradient only.
+                if need_dw || !self.transposed {
+                    gather(colside, m, p, side);
+                }
+                if need_dw || self.transposed {
+                    let img_len = self.image_len();
+                    for (j, img) in imgside.chunks(img_len).enumerate() {
+                        image_to_columns(img, &self.g, &mut cols[j * p..], rs);
                     }
-                    if need_dw || self.transposed {
-                        let img_len = self.image_len();
-                        for (j, img) in imgside.chunks(img_len).enumerate() {
-                            image_to_columns(img, &self.g, &mut cols[j * p..], rs);
+                }
+                if need_dw {
+                    gemm_into(&mut dw, (m, ck, rs), Mat::of(side, rs), Mat::t(cols, rs), true, par);
+                    let chunk = if self.transposed { self.g.height * self.g.width } else { p };
+                    for (i, row) in dyg.chunks(chunk).enumerate() {
+                        db[i % nbias] += sum(row);
+                    }
+                }
+                if need_dx {
+                    let dxg = &mut dxs[start * il..(start + n) * il];
+                    if self.transposed {
+                        // dx = W cols(dy): the columns just made.
+                        gemm_into(side, (m, rs, ck), Mat::of(w, ck), Mat::of(cols, rs), false, par);
+                        scatter(side, m, p, dxg, None);
+                    } else {
+                        // dx = col2im(W^T dy), added into zeros.
+                        dxg.iter_mut().for_each(|e| {
+                            e.write(T::zero());
+                        });
+                        // SAFETY: every element of `dxg` was just written.
+                        let dxg = unsafe { assume_init_slice(dxg) };
+                        gemm_into(cols, (ck, rs, m), Mat::t(w, ck), Mat::of(side, rs), false, par);
+                        for (j, dxb) in dxg.chunks_mut(il).enumerate() {
+                            columns_to_image(&cols[j * p..], &self.g, dxb, rs);
                         }
                     }
-                    if need_dw {
-                        gemm_into(&mut dw, (m, ck, rs), Mat::of(&side, rs), Mat::t(&cols, rs), true, par);
-                        let chunk = if self.transposed { self.g.height * self.g.width } else { p };
-                        for (i, row) in dyg.chunks(chunk).enumerate() {
-                            db[i % nbias] += sum(row);
-                        }
-                    }
-                    if need_dx {
-                        let dxg = &mut dxs[start * il..(start + n) * il];
-                        if self.transposed {
-                            // dx = W cols(dy): the columns just made.
-                            gemm_into(&mut side, (m, rs, ck), Mat::of(w, ck), Mat::of(&cols, rs), false, par);
-                            scatter(&side, m, p, dxg, None);
-                        } else {
-                            // dx = col2im(W^T dy), added into zeros.
-                            dxg.iter_mut().for_each(|e| {
-                                e.write(T::zero());
-                            });
-                            // SAFETY: every element of `dxg` was just written.
-                            let dxg = unsafe { assume_init_slice(dxg) };
-                            gemm_into(&mut cols, (ck, rs, m), Mat::t(w, ck), Mat::of(&side, rs), false, par);
-                            for (j, dxb) in dxg.chunks_mut(il).enumerate() {
-                                columns_to_image(&cols[j * p..], &self.g, dxb, rs);
-                            }
-                        }
-                    }
-                    start += n;
                 }
-                (dw, db)
-            })
-            .reduce_with(|(mut dw, mut db), (dw2, db2)| {
-                for (a, b) in dw.iter_mut().zip(&dw2) {
-                    *a += *b;
-                }
-                for (a, b) in db.iter_mut().zip(&db2) {
-                    *a += *b;
-                }
-                (dw, db)
-            });
-        let (dw, db) = sums.unwrap_or_else(|| (vec![T::zero(); nw], vec![T::zero(); nbw]));
-        // SAFETY: every thread wrote its whole part of `dx` (nothing when `dx` is not needed).
+                start += n;
+            }
+            *sums[gi].lock().unwrap_or_else(|e| e.into_inner()) = (dw, db);
+        });
+        drop(dx_parts);
+        let (dws, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) =
+            sums.into_iter().map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner())).unzip();
+        let (dw, db) = (ordered_sum(dws, nw), ordered_sum(dbs, nbw));
+        // SAFETY: every item wrote its whole part of `dx` (nothing when `dx` is not needed).
         (unsafe { assume_init_vec(dx) }, dw, db)
     }
 
@@ -812,6 +812,41 @@ mod tests {
                     }
                 }
                 assert_eq!(back, expect, "{g:?} rs {rs}");
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_are_the_same_on_every_run() {
+        // Work items go to whichever thread comes free; their weight-gradient sums are added in
+        // the items' order, so repeated runs agree bit for bit (a resumed training run depends on
+        // it). A stride-2 convolution and a transposed one, on a pool of three threads.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let g = PatchGeometry {
+            channels: 3,
+            height: 9,
+            width: 9,
+            kernel_h: 4,
+            kernel_w: 4,
+            stride: 2,
+            padding: 1,
+            dilation: 1,
+        };
+        for transposed in [false, true] {
+            let plan = ConvPlan { transposed, batch: 37, m: 5, g };
+            let values = |n: usize, seed: usize| -> Vec<f32> {
+                (0..n).map(|i| (((i + seed) * 7919) % 211) as f32 / 7.0 - 15.0).collect()
+            };
+            let (x, w, dy) =
+                (values(37 * plan.input_len(), 1), values(5 * g.patch_len(), 2), values(37 * plan.output_len(), 3));
+            let first = pool.install(|| plan.backward(&x, &w, &dy, true, true));
+            assert_eq!(first.1.len(), 5 * g.patch_len());
+            for _ in 0..4 {
+                let again = pool.install(|| plan.backward(&x, &w, &dy, true, true));
+                let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&again.0), bits(&first.0), "input gradient, transposed {transposed}");
+                assert_eq!(bits(&again.1), bits(&first.1), "weight gradient, transposed {transposed}");
+                assert_eq!(bits(&again.2), bits(&first.2), "bias gradient, transposed {transposed}");
             }
         }
     }

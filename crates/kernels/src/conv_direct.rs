@@ -25,9 +25,10 @@
 //! the GEMM path (`conv_cpu`), which these kernels are tested against.
 
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
 
 use crate::patches::PatchGeometry;
-use crate::util::{assume_init_vec, uninit_vec};
+use crate::util::{assume_init_vec, images_per_item, ordered_sum, self_scheduled, uninit_vec};
 
 /// Whether the direct kernels handle a convolution of this geometry on this CPU.
 pub(crate) fn applies(g: &PatchGeometry) -> bool {
@@ -151,7 +152,6 @@ pub(crate) fn forward(
     w: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    use rayon::prelude::*;
     assert!(applies(g), "direct convolution on an unsupported geometry {g:?}");
     let wide = Wide::new(g);
     let (k, p, pw, il) = (g.patch_len(), wide.p(), wide.pw(), wide.image_len());
@@ -169,16 +169,17 @@ pub(crate) fn forward(
     // Written without a zero fill: the tiles cover every output (in place) or the copy out of
     // the wide outputs does.
     let mut y = uninit_vec::<f32>(batch * m * p);
-    let threads = rayon::current_num_threads().max(1);
-    let per = batch.div_ceil(threads).max(1);
-    y.par_chunks_mut(per * m * p).enumerate().for_each(|(gi, ys)| {
-        let (mut plane, mut out) = (Vec::new(), vec![0f32; if wide.in_place { 0 } else { m * pw }]);
+    let per = images_per_item(batch, usize::MAX);
+    let items: Vec<Mutex<&mut [MaybeUninit<f32>]>> = y.chunks_mut(per * m * p).map(Mutex::new).collect();
+    let scratch = || (Vec::new(), vec![0f32; if wide.in_place { 0 } else { m * pw }]);
+    self_scheduled(items.len(), scratch, |(plane, out), gi| {
+        let mut ys = items[gi].lock().unwrap_or_else(|e| e.into_inner());
         for (j, yb) in ys.chunks_mut(m * p).enumerate() {
             let xb = &x[(gi * per + j) * il..][..il];
             let xb = if wide.in_place {
                 xb
             } else {
-                wide.widen_images(xb, &mut plane);
+                wide.widen_images(xb, plane);
                 &plane[..]
             };
             let ywide: &mut [MaybeUninit<f32>] = if wide.in_place {
@@ -217,6 +218,7 @@ pub(crate) fn forward(
             }
         }
     });
+    drop(items);
     // SAFETY: every output was written above (see the comment at the allocation).
     unsafe { assume_init_vec(y) }
 }
@@ -289,20 +291,23 @@ unsafe fn forward_tile<const V: usize>(
 /// The weight gradient `[M, C KH KW]` and the bias gradient `[M]` from the input `[B, C, H, W]`
 /// and the output's gradient `[B, M, OH, OW]`.
 pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    use rayon::prelude::*;
     assert!(applies(g), "direct convolution on an unsupported geometry {g:?}");
     let wide = Wide::new(g);
     let (k, p, pw) = (g.patch_len(), wide.p(), wide.pw());
     let (il, pl) = (wide.image_len(), wide.plane_len());
     assert!(x.len() >= batch * il && dy.len() >= batch * m * p, "direct convolution: input or gradient too short");
-    let threads = rayon::current_num_threads().max(1);
-    let per = batch.div_ceil(threads).max(1);
+    let per = images_per_item(batch, usize::MAX);
     // Images per block: their (wide) inputs and output gradients within about 256 KB (the
     // core's cache), as each tile reads the whole block.
     let block = ((1usize << 16) / (pl + m * pw).max(1)).clamp(1, per);
-    let sums = (0..batch.div_ceil(per))
-        .into_par_iter()
-        .map(|gi| {
+    // Each work item's sums are kept apart and added in the items' order at the end, so that the
+    // result does not depend on which thread ran which item.
+    let count = batch.div_ceil(per);
+    let sums: Vec<Mutex<(Vec<f32>, Vec<f32>)>> = (0..count).map(|_| Mutex::new((Vec::new(), Vec::new()))).collect();
+    self_scheduled(
+        count,
+        || (Vec::new(), Vec::new()),
+        |(planes, grads): &mut (Vec<f32>, Vec<f32>), gi| {
             let mut dw = vec![0f32; m * k];
             let mut db = vec![0f32; m];
             let (first, last) = (gi * per, ((gi + 1) * per).min(batch));
@@ -311,7 +316,6 @@ pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], 
                     *s += dy[(b * m + o) * p..][..p].iter().sum::<f32>();
                 }
             }
-            let (mut planes, mut grads) = (Vec::new(), Vec::new());
             let mut b0 = first;
             while b0 < last {
                 let n = block.min(last - b0);
@@ -319,8 +323,8 @@ pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], 
                 let (xs, dys) = if wide.in_place {
                     (xs, dys)
                 } else {
-                    wide.widen_images(xs, &mut planes);
-                    wide.widen_outputs(dys, &mut grads);
+                    wide.widen_images(xs, planes);
+                    wide.widen_outputs(dys, grads);
                     (&planes[..], &grads[..])
                 };
                 for r0 in (0..m).step_by(MR) {
@@ -352,14 +356,12 @@ pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], 
                 }
                 b0 += n;
             }
-            (dw, db)
-        })
-        .reduce_with(|(mut dw, mut db), (dw2, db2)| {
-            dw.iter_mut().zip(&dw2).for_each(|(a, b)| *a += *b);
-            db.iter_mut().zip(&db2).for_each(|(a, b)| *a += *b);
-            (dw, db)
-        });
-    sums.unwrap_or_else(|| (vec![0.0; m * k], vec![0.0; m]))
+            *sums[gi].lock().unwrap_or_else(|e| e.into_inner()) = (dw, db);
+        },
+    );
+    let (dws, dbs): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
+        sums.into_iter().map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner())).unzip();
+    (ordered_sum(dws, m * k), ordered_sum(dbs, m))
 }
 
 /// One weight-gradient tile over `n` images: adds to `dw[r0 + r][k0 + j]` (rows of `C KH KW`) for
@@ -444,6 +446,35 @@ mod tests {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{what}: element {i}: {x} against {y}");
+        }
+    }
+
+    #[test]
+    fn the_weight_gradient_is_the_same_on_every_run() {
+        if !cpu_has_avx2_fma() {
+            return;
+        }
+        // Items go to whichever thread comes free; their sums are added in the items' order.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let g = PatchGeometry {
+            channels: 3,
+            height: 10,
+            width: 16,
+            kernel_h: 5,
+            kernel_w: 5,
+            stride: 1,
+            padding: 2,
+            dilation: 1,
+        };
+        assert!(applies(&g));
+        let (batch, m) = (29, 7);
+        let (x, dy) = (values(batch * 3 * 10 * 16, 1), values(batch * m * 10 * 16, 2));
+        let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+        let (dw, db) = pool.install(|| weight_grad(batch, m, &g, &x, &dy));
+        for _ in 0..4 {
+            let (dw2, db2) = pool.install(|| weight_grad(batch, m, &g, &x, &dy));
+            assert_eq!(bits(&dw2), bits(&dw));
+            assert_eq!(bits(&db2), bits(&db));
         }
     }
 

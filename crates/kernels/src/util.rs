@@ -30,6 +30,70 @@ pub(crate) unsafe fn par_init<T: Copy + Send + Sync>(
     unsafe { assume_init_vec(v) }
 }
 
+/// Runs `work(state, item)` for the items `0..n`, shared out to the rayon threads as each comes
+/// free (one task per thread takes the next item from a shared counter), each task with its own
+/// `state` from `init`, made when it takes its first item. Returns the states of the tasks that
+/// took any.
+///
+/// A fixed share per thread finishes only as fast as the slower thread: on a shared machine the
+/// two cores' speeds often differ by a quarter or more from moment to moment, and one core also
+/// runs the caller's serial work. Which task runs an item varies from run to run, so `work` must
+/// give the same result whichever state it is handed (outputs written per item, not summed into
+/// the state).
+pub(crate) fn self_scheduled<S: Send>(
+    n: usize,
+    init: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, usize) + Sync,
+) -> Vec<S> {
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let tasks = rayon::current_num_threads().clamp(1, n.max(1));
+    (0..tasks)
+        .into_par_iter()
+        .with_max_len(1)
+        .filter_map(|_| {
+            let mut state = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                work(state.get_or_insert_with(&init), i);
+            }
+            state
+        })
+        .collect()
+}
+
+/// Work items for a batch of `batch` images split among the rayon threads: about four per
+/// thread (so that a thread that comes free takes over work, see [`self_scheduled`]), each at
+/// most `most` images. Returns the images per item.
+pub(crate) fn images_per_item(batch: usize, most: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let per = if threads == 1 { batch } else { batch.div_ceil(4 * threads) };
+    per.clamp(1, most.max(1))
+}
+
+/// Sums `parts` (each `len` long, in order) into one vector, in parallel over its elements; the
+/// result is the same for any number of threads (each element's sum runs in `parts`' order).
+pub(crate) fn ordered_sum<T: candle_core::WithDType>(mut parts: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    if parts.len() == 1 && parts[0].len() == len {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut out = vec![T::zero(); len];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+        for part in &parts {
+            for (d, v) in o.iter_mut().zip(&part[c * CHUNK..]) {
+                *d += *v;
+            }
+        }
+    });
+    out
+}
+
 /// `n` elements left uninitialised, for kernels that write every one of them.
 pub(crate) fn uninit_vec<T>(n: usize) -> Vec<MaybeUninit<T>> {
     let mut v = Vec::with_capacity(n);
@@ -102,5 +166,62 @@ pub(crate) fn assert_fixed_pass(
     assert_eq!(max_abs_diff(a, c), 0.0, "{what}: the input's gradient differs");
     for t in params {
         assert!(fixed.get(t).is_none(), "{what}: a fixed parameter got a gradient");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn self_scheduling_runs_every_item_once() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for n in [0, 1, 2, 7, 40] {
+            let runs: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            let states = pool.install(|| {
+                self_scheduled(
+                    n,
+                    || 0usize,
+                    |count, i| {
+                        runs[i].fetch_add(1, Ordering::Relaxed);
+                        *count += 1;
+                    },
+                )
+            });
+            assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "{n} items");
+            // A state only for the tasks that took items, at most one per thread.
+            assert!(states.len() <= 3 && states.len() <= n && (n == 0 || !states.is_empty()), "{n} items");
+            assert_eq!(states.iter().sum::<usize>(), n);
+        }
+    }
+
+    #[test]
+    fn items_are_about_four_per_thread() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        assert_eq!(pool.install(|| images_per_item(64, usize::MAX)), 8);
+        assert_eq!(pool.install(|| images_per_item(64, 5)), 5);
+        assert_eq!(pool.install(|| images_per_item(3, usize::MAX)), 1);
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        assert_eq!(one.install(|| images_per_item(64, usize::MAX)), 64);
+    }
+
+    #[test]
+    fn the_ordered_sum_adds_the_parts_in_order() {
+        // Values whose sum depends on the order of the additions in f32.
+        let parts: Vec<Vec<f32>> = (0..5)
+            .map(|p| (0..40_000).map(|i| ((i * 7 + p * 13) % 17) as f32 * 10f32.powi(p - 2)).collect())
+            .collect();
+        let got = ordered_sum(parts.clone(), 40_000);
+        for (i, g) in got.iter().enumerate() {
+            let mut want = 0f32;
+            for part in &parts {
+                want += part[i];
+            }
+            assert_eq!(g.to_bits(), want.to_bits(), "element {i}");
+        }
+        assert_eq!(ordered_sum(vec![parts[1].clone()], 40_000), parts[1]);
+        assert!(ordered_sum::<f32>(Vec::new(), 0).is_empty());
+        assert_eq!(ordered_sum::<f64>(Vec::new(), 3), vec![0.0; 3]);
     }
 }
