@@ -209,9 +209,8 @@ mod tests {
     #[test]
     fn the_ordered_sum_adds_the_parts_in_order() {
         // Values whose sum depends on the order of the additions in f32.
-        let parts: Vec<Vec<f32>> = (0..5)
-            .map(|p| (0..40_000).map(|i| ((i * 7 + p * 13) % 17) as f32 * 10f32.powi(p - 2)).collect())
-            .collect();
+        let parts: Vec<Vec<f32>> =
+            (0..5).map(|p| (0..40_000).map(|i| ((i * 7 + p * 13) % 17) as f32 * 10f32.powi(p - 2)).collect()).collect();
         let got = ordered_sum(parts.clone(), 40_000);
         for (i, g) in got.iter().enumerate() {
             let mut want = 0f32;
