@@ -13,9 +13,10 @@
 //!
 //! Per image the column buffer is `CK x P` (for a 32 -> 64 channel 5x5 convolution on 14x14,
 //! 627 KB): it stays in the core's cache, outputs are written in NCHW order directly, and no
-//! batch-sized patch matrix is ever allocated. Threads take whole groups of images; a group keeps
-//! its own weight-gradient sum, and the sums are added at the end. A batch of one image lets the
-//! GEMM itself use the threads instead.
+//! batch-sized patch matrix is ever allocated. The batch is cut into work items of a few images,
+//! which the threads take as they come free; each item keeps its own weight-gradient sum, and the
+//! sums are added in the items' order at the end. A batch of one image lets the GEMM itself use
+//! the threads instead.
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
@@ -452,9 +453,8 @@ impl ConvPlan {
         let mut dx_parts: Vec<Mutex<&mut [MaybeUninit<T>]>> =
             if need_dx { dx.chunks_mut(per * il).map(Mutex::new).collect() } else { Vec::new() };
         dx_parts.resize_with(count, || Mutex::new(&mut []));
-        let sums: Vec<Mutex<(Vec<T>, Vec<T>)>> = (0..count).map(|_| Mutex::new((Vec::new(), Vec::new()))).collect();
         let scratch = || (vec![T::zero(); ck * nb * p], vec![T::zero(); m * nb * p]);
-        self_scheduled(count, scratch, |(cols, side), gi| {
+        let sums = self_scheduled(count, scratch, |(cols, side), gi| {
             let mut dw = vec![T::zero(); nw];
             let mut db = vec![T::zero(); nbw];
             let mut dxs = dx_parts[gi].lock().unwrap_or_else(|e| e.into_inner());
@@ -508,11 +508,10 @@ impl ConvPlan {
                 }
                 start += n;
             }
-            *sums[gi].lock().unwrap_or_else(|e| e.into_inner()) = (dw, db);
+            (dw, db)
         });
         drop(dx_parts);
-        let (dws, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) =
-            sums.into_iter().map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner())).unzip();
+        let (dws, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) = sums.into_iter().unzip();
         let (dw, db) = (ordered_sum(dws, nw), ordered_sum(dbs, nbw));
         // SAFETY: every item wrote its whole part of `dx` (nothing when `dx` is not needed).
         (unsafe { assume_init_vec(dx) }, dw, db)

@@ -303,8 +303,7 @@ pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], 
     // Each work item's sums are kept apart and added in the items' order at the end, so that the
     // result does not depend on which thread ran which item.
     let count = batch.div_ceil(per);
-    let sums: Vec<Mutex<(Vec<f32>, Vec<f32>)>> = (0..count).map(|_| Mutex::new((Vec::new(), Vec::new()))).collect();
-    self_scheduled(
+    let sums = self_scheduled(
         count,
         || (Vec::new(), Vec::new()),
         |(planes, grads): &mut (Vec<f32>, Vec<f32>), gi| {
@@ -356,11 +355,10 @@ pub(crate) fn weight_grad(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], 
                 }
                 b0 += n;
             }
-            *sums[gi].lock().unwrap_or_else(|e| e.into_inner()) = (dw, db);
+            (dw, db)
         },
     );
-    let (dws, dbs): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
-        sums.into_iter().map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner())).unzip();
+    let (dws, dbs): (Vec<Vec<f32>>, Vec<Vec<f32>>) = sums.into_iter().unzip();
     (ordered_sum(dws, m * k), ordered_sum(dbs, m))
 }
 

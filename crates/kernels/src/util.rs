@@ -32,38 +32,43 @@ pub(crate) unsafe fn par_init<T: Copy + Send + Sync>(
 
 /// Runs `work(state, item)` for the items `0..n`, shared out to the rayon threads as each comes
 /// free (one task per thread takes the next item from a shared counter), each task with its own
-/// `state` from `init`, made when it takes its first item. Returns the states of the tasks that
-/// took any.
+/// scratch `state` from `init`, made when it takes its first item. Returns the items' results in
+/// the items' order.
 ///
 /// A fixed share per thread finishes only as fast as the slower thread: on a shared machine the
 /// two cores' speeds often differ by a quarter or more from moment to moment, and one core also
 /// runs the caller's serial work. Which task runs an item varies from run to run, so `work` must
-/// give the same result whichever state it is handed (outputs written per item, not summed into
-/// the state).
-pub(crate) fn self_scheduled<S: Send>(
+/// give the same result whichever state it is handed (the state is scratch space, not a sum).
+pub(crate) fn self_scheduled<S, R: Send>(
     n: usize,
     init: impl Fn() -> S + Sync,
-    work: impl Fn(&mut S, usize) + Sync,
-) -> Vec<S> {
+    work: impl Fn(&mut S, usize) -> R + Sync,
+) -> Vec<R> {
     use rayon::prelude::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
     let tasks = rayon::current_num_threads().clamp(1, n.max(1));
-    (0..tasks)
+    let done: Vec<Vec<(usize, R)>> = (0..tasks)
         .into_par_iter()
         .with_max_len(1)
-        .filter_map(|_| {
-            let mut state = None;
+        .map(|_| {
+            let (mut state, mut out) = (None, Vec::new());
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
                 }
-                work(state.get_or_insert_with(&init), i);
+                out.push((i, work(state.get_or_insert_with(&init), i)));
             }
-            state
+            out
         })
-        .collect()
+        .collect();
+    let mut slots: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    for (i, r) in done.into_iter().flatten() {
+        slots[i] = Some(r);
+    }
+    // Every item was taken by exactly one task, so every slot is filled.
+    slots.into_iter().flatten().collect()
 }
 
 /// Work items for a batch of `batch` images split among the rayon threads: about four per
@@ -175,24 +180,26 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn self_scheduling_runs_every_item_once() {
+    fn self_scheduling_runs_every_item_once_and_keeps_their_order() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for n in [0, 1, 2, 7, 40] {
             let runs: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-            let states = pool.install(|| {
+            let states = AtomicUsize::new(0);
+            let results = pool.install(|| {
                 self_scheduled(
                     n,
-                    || 0usize,
-                    |count, i| {
+                    || states.fetch_add(1, Ordering::Relaxed),
+                    |_, i| {
                         runs[i].fetch_add(1, Ordering::Relaxed);
-                        *count += 1;
+                        i * 3
                     },
                 )
             });
             assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "{n} items");
-            // A state only for the tasks that took items, at most one per thread.
-            assert!(states.len() <= 3 && states.len() <= n && (n == 0 || !states.is_empty()), "{n} items");
-            assert_eq!(states.iter().sum::<usize>(), n);
+            assert_eq!(results, (0..n).map(|i| i * 3).collect::<Vec<_>>());
+            // Scratch states only for the tasks that took items, at most one per thread.
+            let made = states.load(Ordering::Relaxed);
+            assert!(made <= 3 && made <= n && (n == 0 || made > 0), "{n} items, {made} states");
         }
     }
 
