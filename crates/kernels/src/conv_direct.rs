@@ -48,14 +48,14 @@ pub(crate) fn applies(g: &PatchGeometry) -> bool {
 const IMAGE_BUDGET: usize = 48 * 1024;
 
 #[cfg(target_arch = "x86_64")]
-fn cpu_has_avx2_fma() -> bool {
+pub(crate) fn cpu_has_avx2_fma() -> bool {
     std::env::var_os("ZOO_NO_DIRECT_CONV").is_none()
         && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn cpu_has_avx2_fma() -> bool {
+pub(crate) fn cpu_has_avx2_fma() -> bool {
     false
 }
 

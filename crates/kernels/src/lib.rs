@@ -33,6 +33,7 @@ mod adam;
 mod conv;
 mod conv_cpu;
 mod conv_direct;
+mod conv_pool;
 mod linear;
 mod norm;
 mod patches;
@@ -42,7 +43,7 @@ mod util;
 
 pub use activation::{leaky_relu, relu};
 pub use adam::{adam_in_place_supported, adam_step_in_place, AdamStep};
-pub use conv::{conv2d, conv_transpose2d, ConvParams};
+pub use conv::{conv2d, conv2d_max_pool2_relu, conv_transpose2d, ConvParams};
 pub use linear::linear;
 pub use norm::{batch_norm_train, channel_affine};
 pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};

@@ -30,6 +30,20 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `relu(max_pool2d(self.forward(x), 2))` for inference, fused on the CPU where the direct
+    /// kernels apply ([`zoo_kernels::conv2d_max_pool2_relu`]; the same values bit for bit). The
+    /// result has no gradient path: train with the three ops.
+    pub fn forward_max_pool2_relu(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.cfg;
+        if c.groups != 1 {
+            return zoo_kernels::relu(&zoo_kernels::max_pool2d(&self.forward(x)?, 2)?);
+        }
+        let p = ConvParams { stride: c.stride, padding: c.padding, dilation: c.dilation, output_padding: 0 };
+        zoo_kernels::conv2d_max_pool2_relu(x, &self.weight, self.bias.as_ref(), p)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.cfg;

@@ -66,14 +66,26 @@ impl Judge {
         }
     }
 
-    /// The 128-d penultimate features (after ReLU), used for judge-feature distances.
+    /// The 128-d penultimate features (after ReLU), used for judge-feature distances. For
+    /// evaluation: each conv block runs as one fused op on the CPU
+    /// ([`zoo_core::nn::Conv2d::forward_max_pool2_relu`]), which has no backward.
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.features_t(x, false)
+    }
+
+    /// The features, with a gradient path through every layer when `train`.
+    fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
         let x = x.to_dtype(self.fc1.weight().dtype())?.affine(1.0 / MNIST_STD, -MNIST_MEAN / MNIST_STD)?;
-        // Pooling before ReLU: the same values as after, on a quarter of the elements, with the
-        // correct gradient (zoo-core's pooling; Candle 0.11's divides it by the window's area).
-        let x = relu(&max_pool2d(&self.conv1.forward(&x)?, 2)?)?;
-        let x = relu(&max_pool2d(&self.conv2.forward(&x)?, 2)?)?;
+        let x = if train {
+            // Pooling before ReLU: the same values as after, on a quarter of the elements, with
+            // the correct gradient (zoo-core's pooling; Candle 0.11's divides it by the window's
+            // area).
+            let x = relu(&max_pool2d(&self.conv1.forward(&x)?, 2)?)?;
+            relu(&max_pool2d(&self.conv2.forward(&x)?, 2)?)?
+        } else {
+            self.conv2.forward_max_pool2_relu(&self.conv1.forward_max_pool2_relu(&x)?)?
+        };
         Ok(relu(&self.fc1.forward(&x.flatten_from(1)?)?)?)
     }
 
@@ -84,7 +96,7 @@ impl Judge {
 
     /// Class logits in training mode: seeded dropout on the features.
     pub fn forward_train(&self, x: &Tensor, rng: &mut ZooRng) -> Result<Tensor> {
-        let h = zoo_core::nn::dropout(&self.features(x)?, self.cfg.dropout, rng)?;
+        let h = zoo_core::nn::dropout(&self.features_t(x, true)?, self.cfg.dropout, rng)?;
         Ok(self.fc2.forward(&h)?)
     }
 
@@ -150,4 +162,23 @@ pub fn evaluate(judge: &Judge, data: &Mnist, batch_size: usize, dev: &Device) ->
     }
     let correct = predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
     Ok(JudgeEval { accuracy: correct as f64 / labels.len() as f64, predictions, labels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn evaluation_features_are_the_training_path_s_bit_for_bit() {
+        let dev = Device::Cpu;
+        let judge = Judge::from_pretrained("judge-mnist", &dev).unwrap();
+        let (x, _) = zoo_data::Mnist::bundled_test_slice().unwrap().batch(&(0..37).collect::<Vec<_>>(), &dev).unwrap();
+        let bits = |t: Tensor| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let eval = bits(judge.features(&x).unwrap());
+        assert_eq!(eval, bits(judge.features_t(&x, true).unwrap()));
+        assert!(eval.iter().any(|b| *b != 0), "all-zero features");
+    }
 }
