@@ -131,6 +131,12 @@ struct TrainArgs {
     /// end of --epochs (off by default).
     #[arg(long)]
     lr_decay_after: Option<usize>,
+    /// Adapt the margin to the real digits' energy once per epoch, as MAGAN does (Wang et al.
+    /// 2017): it becomes the epoch's mean real energy when that is below the margin, below the
+    /// generated digits' energy, and the generated energy did not fall since the epoch before.
+    /// Starts from --margin; EBGAN only.
+    #[arg(long)]
+    margin_adaptation: bool,
     /// Initial weights: `dcgan` (N(0, 0.02), the zoo's default) or `torch` (PyTorch's layer
     /// defaults, U(+-1/sqrt(fan_in)), as in a port that never re-initialises).
     #[arg(long, value_enum, default_value = "dcgan")]
@@ -288,6 +294,7 @@ fn train(a: TrainArgs) -> Result<()> {
             InitArg::Dcgan => WeightInit::Dcgan,
             InitArg::Torch => WeightInit::TorchDefault,
         },
+        margin_adaptation: a.margin_adaptation,
         ..Default::default()
     });
     match a.model {

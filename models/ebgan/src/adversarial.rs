@@ -63,6 +63,19 @@ pub trait Adversarial: ZooModel {
         Ok(Vec::new())
     }
 
+    /// The discriminator's hinge margin, for models whose objective has one (EBGAN); `None` (the
+    /// default) for the others.
+    fn margin(&self) -> Option<f64> {
+        None
+    }
+
+    /// Sets the hinge margin that later discriminator losses use (margin adaptation,
+    /// [`crate::MarginAdaptation`]); the model's configuration keeps the margin it was built
+    /// with. Refused by models without a margin (the default).
+    fn set_margin(&mut self, margin: f64) -> Result<()> {
+        bail!("{} has no margin to set (asked for {margin})", Self::FAMILY)
+    }
+
     /// Refuses images that are not `[B, 1, S, S]`.
     fn check_images(&self, x: &Tensor) -> Result<()> {
         let s = self.image_size();

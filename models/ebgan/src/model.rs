@@ -261,6 +261,8 @@ impl Discriminator {
 pub struct Ebgan {
     cfg: Config,
     varmap: VarMap,
+    /// The hinge margin in use: the configuration's unless training adapts it.
+    margin: f64,
     /// `G`.
     pub generator: Generator,
     /// `D`.
@@ -278,6 +280,7 @@ impl ZooModel for Ebgan {
         Ok(Self {
             generator: Generator::new(cfg.latent_dim, &cfg.architecture, cfg.image_size, vb.pp("generator"))?,
             discriminator: Discriminator::new(cfg, vb.pp("discriminator"))?,
+            margin: cfg.margin,
             cfg: cfg.clone(),
             varmap,
         })
@@ -323,13 +326,25 @@ impl Adversarial for Ebgan {
     fn discriminator_loss(&self, step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {
         let r = self.energies(step.real, true)?;
         let f = self.energies(fake, true)?;
-        let loss = crate::loss::discriminator_loss(&r.energy, &f.energy, self.cfg.margin)?;
+        let loss = crate::loss::discriminator_loss(&r.energy, &f.energy, self.margin)?;
         let metrics = vec![
             ("loss_d".into(), scalar(&loss)?),
             ("energy_real".into(), scalar(&r.energy)?),
             ("energy_fake".into(), scalar(&f.energy)?),
         ];
         Ok((loss, metrics))
+    }
+
+    fn margin(&self) -> Option<f64> {
+        Some(self.margin)
+    }
+
+    fn set_margin(&mut self, margin: f64) -> Result<()> {
+        if !(margin.is_finite() && margin > 0.0) {
+            bail!("an EBGAN margin must be a positive number, got {margin}");
+        }
+        self.margin = margin;
+        Ok(())
     }
 
     fn generator_loss(&self, _step: &Batch, fake: &Tensor) -> Result<(Tensor, Metrics)> {

@@ -52,6 +52,66 @@ pub struct TrainConfig {
     /// How the weights start ([`WeightInit`]); recipes written before this field used DCGAN's.
     #[serde(default)]
     pub init: WeightInit,
+    /// Adapt the discriminator's hinge margin to the energy of real data once per epoch
+    /// ([`MarginAdaptation`]; models with a margin only). `false` (and recipes written before this
+    /// field) keep the model's margin.
+    #[serde(default)]
+    pub margin_adaptation: bool,
+}
+
+/// Margin adaptation (MAGAN: Wang, Cully, Chang and Demiris, 2017): the hinge margin follows
+/// the expected energy of real data. Over each epoch the discriminator's step sums the mean
+/// energies of its real and generated batches; at the epoch's end the margin becomes the mean
+/// real energy when all three of MAGAN's conditions hold: that energy is below the margin, the
+/// real energies' sum is below the generated ones', and the generated ones' sum did not fall
+/// since the previous epoch (so never after the first epoch). The margin only ever decreases.
+///
+/// Two choices differ from the MAGAN paper, which pre-trains the autoencoder on real data to set
+/// the first margin and sums generated energies at the generator's step: the first margin is the
+/// model's own (`--margin`), and both sums are taken at the discriminator's step, before its
+/// update, on the same pair of batches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MarginAdaptation {
+    /// The margin in use.
+    pub margin: f64,
+    sum_real: f64,
+    sum_fake: f64,
+    steps: u64,
+    previous_sum_fake: Option<f64>,
+}
+
+impl MarginAdaptation {
+    /// Starts from `margin`, with no epoch seen.
+    pub fn new(margin: f64) -> Self {
+        Self { margin, sum_real: 0.0, sum_fake: 0.0, steps: 0, previous_sum_fake: None }
+    }
+
+    /// Adds one step's mean energies of the real and the generated batch.
+    pub fn observe(&mut self, energy_real: f64, energy_fake: f64) {
+        self.sum_real += energy_real;
+        self.sum_fake += energy_fake;
+        self.steps += 1;
+    }
+
+    /// Closes an epoch: applies MAGAN's rule and starts new sums. Returns the new margin when it
+    /// changed.
+    pub fn end_epoch(&mut self) -> Option<f64> {
+        if self.steps == 0 {
+            return None;
+        }
+        let mean_real = self.sum_real / self.steps as f64;
+        let update = mean_real < self.margin
+            && self.sum_real < self.sum_fake
+            && self.previous_sum_fake.is_some_and(|p| p <= self.sum_fake);
+        self.previous_sum_fake = Some(self.sum_fake);
+        (self.sum_real, self.sum_fake, self.steps) = (0.0, 0.0, 0);
+        if update {
+            self.margin = mean_real;
+            Some(mean_real)
+        } else {
+            None
+        }
+    }
 }
 
 /// The weights' initialisation.
@@ -107,6 +167,7 @@ impl Default for TrainConfig {
             fresh_generator_latents: false,
             lr_decay: None,
             init: WeightInit::Dcgan,
+            margin_adaptation: false,
         }
     }
 }
@@ -124,6 +185,7 @@ impl TrainConfig {
             fresh_generator_latents: false,
             lr_decay: None,
             init: WeightInit::Dcgan,
+            margin_adaptation: false,
         }
     }
 }
@@ -169,6 +231,7 @@ pub struct Trainer<M: Adversarial> {
     dev: Device,
     monitor: Option<Monitor>,
     ema: Option<Ema>,
+    adaptation: Option<MarginAdaptation>,
 }
 
 impl<M: Adversarial> Trainer<M> {
@@ -185,6 +248,7 @@ impl<M: Adversarial> Trainer<M> {
         let opt_d = Adam::new(named_vars(model.varmap(), "discriminator."), adam(cfg.lr_d))?;
         let batcher = Batcher::new(data.len(), cfg.batch_size, cfg.seed, true)?;
         let ema = cfg.ema.map(|d| Ema::new(model.varmap(), "generator.", d)).transpose()?;
+        let adaptation = Self::adaptation_for(&cfg, &model)?;
         Ok(Self {
             latent_rng: ZooRng::derive(cfg.seed, "latents"),
             model,
@@ -196,7 +260,25 @@ impl<M: Adversarial> Trainer<M> {
             dev: dev.clone(),
             monitor: None,
             ema,
+            adaptation,
         })
+    }
+
+    /// The margin adaptation the recipe asks for, from the model's margin; refused for a model
+    /// without one.
+    fn adaptation_for(cfg: &TrainConfig, model: &M) -> Result<Option<MarginAdaptation>> {
+        if !cfg.margin_adaptation {
+            return Ok(None);
+        }
+        let m = model
+            .margin()
+            .with_context(|| format!("margin adaptation needs a model with a margin; {} has none", M::FAMILY))?;
+        Ok(Some(MarginAdaptation::new(m)))
+    }
+
+    /// The discriminator's margin in use, for models that have one.
+    pub fn margin(&self) -> Option<f64> {
+        self.model.margin()
     }
 
     /// Scores the generator with `monitor` at every checkpoint (`quality.jsonl`).
@@ -263,6 +345,20 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
             ema.update()?;
         }
         metrics.extend(g_metrics);
+        if let Some(a) = &mut self.adaptation {
+            let energy = |name: &str| {
+                metrics.iter().find(|(k, _)| k == name).map(|(_, v)| *v).with_context(|| {
+                    format!("margin adaptation needs the discriminator's {name}, which {} does not log", M::FAMILY)
+                })
+            };
+            a.observe(energy("energy_real")?, energy("energy_fake")?);
+            if (step + 1) % self.batcher.batches_per_epoch() as u64 == 0 {
+                if let Some(m) = a.end_epoch() {
+                    self.model.set_margin(m)?;
+                }
+            }
+            metrics.push(("margin".into(), a.margin));
+        }
         Ok(metrics)
     }
 
@@ -279,6 +375,9 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
         s.put("recipe", &self.cfg)?;
         if let Some(ema) = &self.ema {
             ema.save_state(&mut s, "ema.generator")?;
+        }
+        if let Some(a) = &self.adaptation {
+            s.put("margin_adaptation", a)?;
         }
         Ok(s)
     }
@@ -324,6 +423,13 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
         if let Some(ema) = &mut self.ema {
             ema.load_state(state, "ema.generator")?;
         }
+        // So does the margin: the adapted one and the epoch's sums so far.
+        self.adaptation = Self::adaptation_for(&self.cfg, &self.model)?;
+        if self.adaptation.is_some() {
+            let a: MarginAdaptation = state.get("margin_adaptation")?;
+            self.model.set_margin(a.margin)?;
+            self.adaptation = Some(a);
+        }
         Ok(())
     }
 }
@@ -334,6 +440,7 @@ mod tests {
     use zoo_core::checkpoint::varmap_tensors;
     use zoo_core::train::{run, LoopConfig};
 
+    use crate::adversarial::scalar;
     use crate::{Config, Ebgan};
     use zoo_core::checkpoint::ZooModel;
 
@@ -480,6 +587,112 @@ mod tests {
             }
         }
         assert!(generator_changed, "finish() returned the raw generator");
+    }
+
+    #[test]
+    fn margin_adaptation_follows_magans_three_conditions() {
+        let mut a = MarginAdaptation::new(1.0);
+        assert_eq!(a.end_epoch(), None, "an epoch without steps changes nothing");
+        // First epoch: real 0.4 < margin and below the generated energies, but no previous
+        // epoch to compare the generated sum with.
+        a.observe(0.3, 0.9);
+        a.observe(0.5, 1.1);
+        assert_eq!(a.end_epoch(), None);
+        // Second: the generated sum (2.0) did not fall: the margin becomes the real mean.
+        a.observe(0.2, 1.0);
+        a.observe(0.4, 1.0);
+        assert_eq!(a.end_epoch(), Some(0.30000000000000004));
+        assert_eq!(a.margin, 0.30000000000000004);
+        // Third: the generated sum fell (1.0 < 2.0): no update, though the other two hold.
+        a.observe(0.1, 0.5);
+        a.observe(0.1, 0.5);
+        assert_eq!(a.end_epoch(), None);
+        // Fourth: the real mean (0.35) is above the margin: no update.
+        a.observe(0.35, 1.0);
+        a.observe(0.35, 1.0);
+        assert_eq!(a.end_epoch(), None);
+        // Fifth: real energies above the generated ones: no update.
+        a.observe(0.2, 0.1);
+        a.observe(0.2, 0.1);
+        assert_eq!(a.end_epoch(), None);
+        // Sixth: all three hold again.
+        a.observe(0.1, 0.3);
+        a.observe(0.1, 0.3);
+        assert_eq!(a.end_epoch(), Some(0.1));
+        assert_eq!(a.margin, 0.1);
+    }
+
+    #[test]
+    fn the_adapted_margin_is_used_logged_and_resumed_exactly() {
+        // 32 digits in batches of 16: an epoch every two steps; the resume falls mid-epoch.
+        let make = |seed: u64, adapt: bool| {
+            let data = Mnist::bundled_train_subset().unwrap().subset(0..32).unwrap();
+            let cfg = TrainConfig { batch_size: 16, seed, margin_adaptation: adapt, ..Default::default() };
+            let mut model = Config::mnist_conv();
+            model.margin = 8.0;
+            let mut t = Trainer::<Ebgan>::new(&model, cfg, data, &Device::Cpu).unwrap();
+            // A fresh autoencoder gives generated digits far lower energies than real ones, so
+            // the rule would wait for many steps: a large generated sum and a previous epoch
+            // below it make the first epoch's end adapt the margin.
+            if let Some(a) = &mut t.adaptation {
+                (a.sum_fake, a.previous_sum_fake) = (1e3, Some(-1e3));
+            }
+            t
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            |d: &str| LoopConfig { checkpoint_every: 3, progress: false, ..LoopConfig::new(dir.path().join(d), 8) };
+        let mut straight = make(2, true);
+        let mut replay =
+            MarginAdaptation { sum_fake: 1e3, previous_sum_fake: Some(-1e3), ..MarginAdaptation::new(8.0) };
+        let mut margins = Vec::new();
+        for step in 0..8 {
+            let m = straight.train_step(step).unwrap();
+            let get = |name: &str| m.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap();
+            // The trainer's margin is the rule applied to the energies it logged, epoch by epoch.
+            replay.observe(get("energy_real"), get("energy_fake"));
+            if step % 2 == 1 {
+                replay.end_epoch();
+            }
+            assert_eq!(get("margin"), replay.margin, "step {step}");
+            assert_eq!(straight.margin(), Some(replay.margin), "the logged margin is not the one in use");
+            margins.push(get("margin"));
+        }
+        // The first epoch's end took the real digits' mean energy (about 0.9 for a fresh
+        // autoencoder on pixels in [-1, 1]).
+        assert_eq!(margins[0], 8.0);
+        assert!(margins[1] > 0.5 && margins[1] < 1.0, "{margins:?}");
+        let mut looped = make(2, true);
+        run(&mut looped, &cfg("a")).unwrap();
+        let mut first = make(2, true);
+        run(&mut first, &LoopConfig { stop_after: Some(3), ..cfg("b") }).unwrap();
+        // Started without the option, the resumed process follows the run's recipe.
+        let mut resumed = make(50, false);
+        run(&mut resumed, &LoopConfig { resume: true, ..cfg("b") }).unwrap();
+        assert_eq!(resumed.margin(), looped.margin());
+        assert_ne!(resumed.margin(), Some(8.0), "the resumed run lost the adapted margin");
+        assert!(weights(&looped) == weights(&resumed), "the resumed run diverged");
+        assert!(weights(&looped) == weights(&straight), "the loop and the steps differ");
+        // The discriminator's loss uses the adapted margin (last: the generator's forward in
+        // training mode moves its BatchNorm statistics).
+        let x = Mnist::bundled_train_subset().unwrap().batch(&[0, 1, 2, 3], &Device::Cpu).unwrap().0;
+        let z = straight.model.latents(4, &mut ZooRng::new(1), &Device::Cpu).unwrap();
+        let fake = straight.model.generator().forward_t(&z, true).unwrap().detach();
+        let batch = Batch { real: &x, labels: &x, latents: &z };
+        let loss = scalar(&straight.model.discriminator_loss(&batch, &fake).unwrap().0).unwrap();
+        let (r, f) = (straight.model.energies(&x, true).unwrap(), straight.model.energies(&fake, true).unwrap());
+        let expected = scalar(&crate::loss::discriminator_loss(&r.energy, &f.energy, margins[7]).unwrap()).unwrap();
+        assert!((loss - expected).abs() < 1e-6, "loss {loss}, with the adapted margin {expected}");
+        // Without adaptation the margin stays, and a model without one is refused.
+        let mut fixed = make(2, false);
+        for step in 0..4 {
+            assert!(fixed.train_step(step).unwrap().iter().all(|(k, _)| k != "margin"));
+        }
+        assert_eq!(fixed.margin(), Some(8.0));
+        let data = Mnist::bundled_train_subset().unwrap().subset(0..32).unwrap();
+        let cfg = TrainConfig { batch_size: 16, margin_adaptation: true, ..Default::default() };
+        let e = Trainer::<crate::Gan>::new(&crate::GanConfig::mnist_conv(), cfg, data, &Device::Cpu).err().unwrap();
+        assert!(format!("{e:#}").contains("margin adaptation needs a model with a margin; gan has none"), "{e:#}");
     }
 
     #[test]
