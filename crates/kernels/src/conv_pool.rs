@@ -53,9 +53,8 @@ pub(crate) fn forward(batch: usize, m: usize, g: &PatchGeometry, x: &[f32], w: &
     }
     let p = oh * ow;
     let tiles = p.div_ceil(POS);
-    let mut corners: Vec<usize> =
+    let corners: Vec<usize> =
         (0..tiles * POS).map(|i| i.min(p - 1)).map(|i| (i / ow) * g.stride * wp + (i % ow) * g.stride).collect();
-    corners.shrink_to_fit();
     // Weights and bias in blocks of CH channels, weight-major (zero past the last channel).
     let blocks = m.div_ceil(CH);
     let mp = blocks * CH;

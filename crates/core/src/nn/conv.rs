@@ -28,9 +28,6 @@ impl Conv2d {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
-}
-
-impl Conv2d {
     /// `relu(max_pool2d(self.forward(x), 2))` for inference, fused on the CPU where the direct
     /// kernels apply ([`zoo_kernels::conv2d_max_pool2_relu`]; the same values bit for bit). The
     /// result has no gradient path: train with the three ops.
