@@ -73,6 +73,11 @@ pub struct GanRunArgs {
     /// (as the InfoGAN authors' code does); costs one more generator forward per step.
     #[arg(long)]
     pub fresh_generator_latents: bool,
+    /// Raise both learning rates linearly from 1/N of their value to the full rate over the
+    /// first N steps (0: no warm-up), so a fast generator does not collapse while the
+    /// discriminator is still untrained.
+    #[arg(long, default_value_t = 0)]
+    pub lr_warmup: u64,
 }
 
 impl GanRunArgs {
@@ -82,6 +87,7 @@ impl GanRunArgs {
             seed: self.seed,
             ema: self.ema,
             fresh_generator_latents: self.fresh_generator_latents,
+            lr_warmup: self.lr_warmup,
             ..base
         }
     }

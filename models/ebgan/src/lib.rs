@@ -26,7 +26,7 @@ pub use adversarial::{players_without_gradient, Adversarial, AnyModel, Batch};
 pub use config::{Architecture, Config, Energy};
 pub use gan::{BinaryDiscriminator, Gan, GanConfig};
 pub use model::{Discriminator, Ebgan, Generator};
-pub use train::{LinearDecay, MarginAdaptation, Monitor, TrainConfig, Trainer, WeightInit};
+pub use train::{warmup_factor, LinearDecay, MarginAdaptation, Monitor, TrainConfig, Trainer, WeightInit};
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -57,6 +57,21 @@ pub struct TrainConfig {
     /// field) keep the model's margin.
     #[serde(default)]
     pub margin_adaptation: bool,
+    /// Raise both learning rates linearly from `1/n` of their base to the base over the first
+    /// `n` steps ([`warmup_factor`]); 0 (and recipes written before this field) start at the base
+    /// rates. Multiplies with [`TrainConfig::lr_decay`].
+    #[serde(default)]
+    pub lr_warmup: u64,
+}
+
+/// The factor on the base learning rate at 0-based `step` of a linear warm-up over `steps`
+/// steps: `(step + 1) / steps` up to `steps`, then 1 (always 1 when `steps` is 0).
+pub fn warmup_factor(steps: u64, step: u64) -> f64 {
+    if step >= steps {
+        1.0
+    } else {
+        (step + 1) as f64 / steps as f64
+    }
 }
 
 /// Margin adaptation (MAGAN: Wang, Cully, Chang and Demiris, 2017): the hinge margin follows
@@ -168,6 +183,7 @@ impl Default for TrainConfig {
             lr_decay: None,
             init: WeightInit::Dcgan,
             margin_adaptation: false,
+            lr_warmup: 0,
         }
     }
 }
@@ -186,6 +202,7 @@ impl TrainConfig {
             lr_decay: None,
             init: WeightInit::Dcgan,
             margin_adaptation: false,
+            lr_warmup: 0,
         }
     }
 }
@@ -319,8 +336,8 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
     }
 
     fn train_step(&mut self, step: u64) -> Result<Metrics> {
-        if let Some(decay) = &self.cfg.lr_decay {
-            let f = decay.factor(step);
+        if self.cfg.lr_decay.is_some() || self.cfg.lr_warmup > 0 {
+            let f = self.cfg.lr_decay.map_or(1.0, |d| d.factor(step)) * warmup_factor(self.cfg.lr_warmup, step);
             self.opt_g.set_learning_rate(self.cfg.lr_g * f);
             self.opt_d.set_learning_rate(self.cfg.lr_d * f);
         }
@@ -487,6 +504,15 @@ mod tests {
         // Recipes written before the field read as no decay.
         let old = r#"{"batch_size":64,"lr_g":0.0002,"lr_d":0.0002,"beta1":0.5,"seed":0}"#;
         assert_eq!(serde_json::from_str::<TrainConfig>(old).unwrap().lr_decay, None);
+    }
+
+    #[test]
+    fn warmup_rises_linearly_then_holds() {
+        let f: Vec<f64> = (0..6).map(|s| warmup_factor(4, s)).collect();
+        assert_eq!(f, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
+        assert_eq!(warmup_factor(0, 0), 1.0);
+        let old = r#"{"batch_size":64,"lr_g":0.0002,"lr_d":0.0002,"beta1":0.5,"seed":0}"#;
+        assert_eq!(serde_json::from_str::<TrainConfig>(old).unwrap().lr_warmup, 0);
     }
 
     #[test]
