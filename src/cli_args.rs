@@ -74,8 +74,8 @@ pub struct GanRunArgs {
     #[arg(long)]
     pub fresh_generator_latents: bool,
     /// Raise both learning rates linearly from 1/N of their value to the full rate over the
-    /// first N steps (0: no warm-up), so a fast generator does not collapse while the
-    /// discriminator is still untrained.
+    /// first N steps (0: no warm-up). On EBGAN it did not keep a generator at 6e-4 from
+    /// collapsing early (zoo-ebgan's README).
     #[arg(long, default_value_t = 0)]
     pub lr_warmup: u64,
 }
