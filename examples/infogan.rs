@@ -21,6 +21,7 @@ use zoo_data::Split;
 use zoo_ebgan::{Adversarial, TrainConfig, Trainer};
 use zoo_eval::gan::GanMetrics;
 use zoo_eval::judge::Judge;
+use zoo_eval::metrics::{mean_std, mutual_information};
 
 /// A memory allocator that keeps freed pages for reuse between training steps.
 #[global_allocator]
@@ -76,6 +77,12 @@ struct TrainArgs {
     /// instead of 0.2, and D reads [0, 1] pixels instead of [-1, 1] (the paper states neither).
     #[arg(long)]
     authors_code: bool,
+    /// Adam learning rate of G (the paper's and the authors' 1e-3 by default).
+    #[arg(long)]
+    lr_g: Option<f64>,
+    /// Adam learning rate of D and Q (the paper's and the authors' 2e-4 by default).
+    #[arg(long)]
+    lr_d: Option<f64>,
 }
 
 #[derive(Args)]
@@ -111,9 +118,11 @@ struct TraverseArgs {
 struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Manifest id or path of an `infogan` checkpoint.
-    #[arg(long)]
-    weights: String,
+    /// Manifest id or path of an `infogan` checkpoint; repeat the option (e.g. once per seed of a
+    /// recipe) to measure several with the same latents and judge, and print each metric's mean
+    /// and sample standard deviation over them.
+    #[arg(long, required = true)]
+    weights: Vec<String>,
     /// Manifest id or path of the judge.
     #[arg(long, default_value = "judge-mnist")]
     judge: String,
@@ -138,7 +147,10 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     let data = a.data.load(Split::Train)?;
     let monitor = a.run.monitor(&a.data, &data, &dev)?;
-    let trainer = Trainer::<InfoGan>::new(&cfg, a.run.recipe(TrainConfig::infogan(a.run.seed)), data, &dev)?;
+    let mut recipe = a.run.recipe(TrainConfig::infogan(a.run.seed));
+    recipe.lr_g = a.lr_g.unwrap_or(recipe.lr_g);
+    recipe.lr_d = a.lr_d.unwrap_or(recipe.lr_d);
+    let trainer = Trainer::<InfoGan>::new(&cfg, recipe, data, &dev)?;
     a.run.train(trainer, monitor, a.steps, "infogan-mnist", &["loss_d", "loss_g", "info_loss"])?;
     Ok(())
 }
@@ -207,6 +219,11 @@ struct InfoMetrics {
     /// Q's categorical code as a classifier of the real MNIST test digits (the paper's reading of
     /// its 5 % error), after the best one-to-one matching of categories to labels.
     q_accuracy_real: f64,
+    /// Q's mutual information between real test digits and its categorical code, in nats (at
+    /// most `entropy_c1`): the entropy of Q's mean code distribution over the digits less the
+    /// mean entropy of its code distribution per digit. It uses no labels, so it can compare runs
+    /// where labels are unknown.
+    q_information_real: f64,
     /// `L_I` of the samples under Q (evaluation mode), to compare with `entropy_c1`.
     info_loss: f64,
     /// `H(c1) = ln(categories)`.
@@ -215,14 +232,87 @@ struct InfoMetrics {
     gan: GanMetrics,
 }
 
+/// Several checkpoints' metrics and, per metric, the mean and sample standard deviation.
+#[derive(Serialize)]
+struct SeedSummary {
+    /// Each checkpoint's metrics, in the order given.
+    runs: Vec<NamedMetrics>,
+    /// Mean and sample standard deviation of each scalar metric over the checkpoints.
+    summary: std::collections::BTreeMap<&'static str, MeanStd>,
+}
+
+/// One checkpoint's metrics with the name it was given by.
+#[derive(Serialize)]
+struct NamedMetrics {
+    weights: String,
+    #[serde(flatten)]
+    metrics: InfoMetrics,
+}
+
+/// A metric's mean and sample standard deviation over checkpoints.
+#[derive(Serialize)]
+struct MeanStd {
+    mean: f64,
+    std: f64,
+}
+
 fn eval(a: EvalArgs) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be at least 1");
     }
     let dev = zoo_core::device(&a.data.device)?;
-    let model = InfoGan::from_pretrained(&a.weights, &dev)?;
     let judge = Judge::from_pretrained(&a.judge, &dev)?;
-    let z = model.latents(a.n, &mut ZooRng::new(a.seed), &dev)?;
+    if let [weights] = a.weights.as_slice() {
+        return print_json(&evaluate(&a, weights, &judge, &dev)?, a.json);
+    }
+    let mut runs = Vec::with_capacity(a.weights.len());
+    for weights in &a.weights {
+        let metrics = evaluate(&a, weights, &judge, &dev)?;
+        eprintln!(
+            "{weights}: code accuracy {:.4}, Q on real digits {:.4}, inception score {:.2}, judge FD {:.1}",
+            metrics.code_accuracy, metrics.q_accuracy_real, metrics.gan.inception_score, metrics.gan.judge_fd
+        );
+        runs.push(NamedMetrics { weights: weights.clone(), metrics });
+    }
+    type Pick = fn(&InfoMetrics) -> f64;
+    let keys: [(&'static str, Pick); 9] = [
+        ("code_accuracy", |m| m.code_accuracy),
+        ("q_accuracy_real", |m| m.q_accuracy_real),
+        ("q_information_real", |m| m.q_information_real),
+        ("info_loss", |m| m.info_loss),
+        ("judge_fd", |m| m.gan.judge_fd),
+        ("kid", |m| m.gan.kid),
+        ("inception_score", |m| m.gan.inception_score),
+        ("kl_to_uniform", |m| m.gan.kl_to_uniform),
+        ("modes_covered", |m| m.gan.modes_covered as f64),
+    ];
+    let summary = keys
+        .iter()
+        .map(|&(key, pick)| {
+            let (mean, std) = mean_std(&runs.iter().map(|r| pick(&r.metrics)).collect::<Vec<_>>());
+            (key, MeanStd { mean, std })
+        })
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let code = &summary["code_accuracy"];
+    eprintln!(
+        "code accuracy over {} checkpoints: {:.4} +- {:.4} (mean +- sample std)",
+        runs.len(),
+        code.mean,
+        code.std
+    );
+    print_json(&SeedSummary { runs, summary }, a.json)
+}
+
+/// Prints `value` as one line of JSON (`compact`) or indented.
+fn print_json<T: Serialize>(value: &T, compact: bool) -> Result<()> {
+    println!("{}", if compact { serde_json::to_string(value)? } else { serde_json::to_string_pretty(value)? });
+    Ok(())
+}
+
+/// `infogan eval`'s metrics of one checkpoint.
+fn evaluate(a: &EvalArgs, weights: &str, judge: &Judge, dev: &Device) -> Result<InfoMetrics> {
+    let model = InfoGan::from_pretrained(weights, dev)?;
+    let z = model.latents(a.n, &mut ZooRng::new(a.seed), dev)?;
     let x = generate(&model, &z)?;
     let codes = model.codes(&z)?;
     let mut digits = Vec::with_capacity(a.n);
@@ -250,28 +340,32 @@ fn eval(a: EvalArgs) -> Result<()> {
     }
     let test = a.data.load(Split::Test)?;
     let (mut q_codes, mut labels) = (Vec::with_capacity(test.len()), Vec::with_capacity(test.len()));
+    let mut q_probs = Vec::with_capacity(test.len() * k);
     for s in (0..test.len()).step_by(500) {
-        let (xs, ys) = test.batch(&(s..(s + 500).min(test.len())).collect::<Vec<_>>(), &dev)?;
-        q_codes.extend(model.infer_category(&xs)?.to_vec1::<u32>()?);
+        let (xs, ys) = test.batch(&(s..(s + 500).min(test.len())).collect::<Vec<_>>(), dev)?;
+        let logits = model.discriminate(&xs, false)?.code_logits;
+        q_codes.extend(logits.argmax(1)?.to_vec1::<u32>()?);
+        q_probs.extend(
+            candle_nn::ops::softmax_last_dim(&logits.contiguous()?)?
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?,
+        );
         labels.extend(ys.to_vec1::<u32>()?);
     }
     let (q_accuracy_real, _) = zoo_eval::metrics::matched_accuracy(&q_codes, &labels, k)?;
-    let gan = zoo_eval::gan::gan_metrics(&judge, &x, &test, &a.data.load(Split::Train)?, a.seed)?;
-    let m = InfoMetrics {
+    let q_information_real = mutual_information(&q_probs, k)?;
+    let gan = zoo_eval::gan::gan_metrics(judge, &x, &test, &a.data.load(Split::Train)?, a.seed)?;
+    Ok(InfoMetrics {
         code_accuracy,
         code_to_digit,
         digits_per_code,
         q_accuracy_real,
+        q_information_real,
         info_loss: info / a.n as f64,
         entropy_c1: (k as f64).ln(),
         gan,
-    };
-    if a.json {
-        println!("{}", serde_json::to_string(&m)?);
-    } else {
-        println!("{}", serde_json::to_string_pretty(&m)?);
-    }
-    Ok(())
+    })
 }
 
 fn main() -> std::process::ExitCode {

@@ -17,7 +17,7 @@ use zoo_core::train::{run, LoopConfig};
 use zoo_dann::{accuracy, Adaptation, DaTrainConfig, DaTrainer, Dann, DannConfig, DigitNet, Method};
 use zoo_data::{build_mnistm, ImageSet, Photos, Split};
 use zoo_ddc::{Ddc, DdcConfig};
-use zoo_eval::metrics::{Features, Pca};
+use zoo_eval::metrics::{mean_std, Features, Pca};
 use zoo_eval::picture::{save_scatter_png, ScatterPanel};
 
 use crate::cli_args::DataArgs;
@@ -346,13 +346,6 @@ pub fn reproduce_table(a: &TableArgs, data: &DataArgs) -> Result<String> {
     zoo_core::atomic::write_bytes_atomic(&a.out.join("table.md"), table.as_bytes())?;
     zoo_core::atomic::write_bytes_atomic(&a.out.join("table.json"), serde_json::to_string_pretty(&runs)?.as_bytes())?;
     Ok(table)
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    (mean, var.sqrt())
 }
 
 /// The comparison table (mean +- sample standard deviation over seeds) beside the papers' rows.

@@ -92,6 +92,12 @@ impl AdamConfig {
     }
 }
 
+/// An optimiser's learning rate must be a finite number above 0.
+fn check_rate(optimiser: &str, lr: f64) -> Result<()> {
+    anyhow::ensure!(lr.is_finite() && lr > 0.0, "{optimiser}'s learning rate must be a number above 0, got {lr}");
+    Ok(())
+}
+
 /// Adam (Kingma & Ba 2015) / AdamW (Loshchilov & Hutter 2019) with bias correction.
 #[derive(Debug)]
 pub struct Adam {
@@ -109,7 +115,17 @@ fn zeros_like_f32(var: &Var) -> Result<Tensor> {
 
 impl Adam {
     /// An Adam optimiser over `vars` (see [`named_vars`]).
+    /// Refuses a learning rate that is not a finite number above 0, betas outside `[0, 1)` and
+    /// an `eps` that is not above 0.
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamConfig) -> Result<Self> {
+        check_rate("Adam", cfg.lr)?;
+        anyhow::ensure!(
+            (0.0..1.0).contains(&cfg.beta1) && (0.0..1.0).contains(&cfg.beta2),
+            "Adam's betas must lie in [0, 1), got {} and {}",
+            cfg.beta1,
+            cfg.beta2
+        );
+        anyhow::ensure!(cfg.eps > 0.0, "Adam's eps must be above 0, got {}", cfg.eps);
         let m = vars.iter().map(|(_, v)| zeros_like_f32(v)).collect::<Result<_>>()?;
         let v = vars.iter().map(|(_, v)| zeros_like_f32(v)).collect::<Result<_>>()?;
         Ok(Self { vars, m, v, t: 0, cfg, in_place: true })
@@ -248,7 +264,11 @@ pub struct Sgd {
 
 impl Sgd {
     /// An SGD optimiser over `vars`.
+    /// Refuses a learning rate that is not a finite number above 0 and a momentum outside
+    /// `[0, 1)`.
     pub fn new(vars: Vec<(String, Var)>, cfg: SgdConfig) -> Result<Self> {
+        check_rate("SGD", cfg.lr)?;
+        anyhow::ensure!((0.0..1.0).contains(&cfg.momentum), "SGD's momentum must lie in [0, 1), got {}", cfg.momentum);
         let buf = vec![None; vars.len()];
         Ok(Self { vars, buf, t: 0, cfg })
     }
@@ -479,5 +499,22 @@ mod tests {
         let ga = grads.get(a.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0];
         let gb = grads.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0];
         assert!(((ga * ga + gb * gb).sqrt() - 1.0).abs() < 1e-5 && (ga / gb - 0.75).abs() < 1e-5);
+    }
+
+    #[test]
+    fn bad_hyper_parameters_are_refused() {
+        let vars = || vec![("w".to_string(), Var::zeros(3, DType::F32, &Device::Cpu).unwrap())];
+        for lr in [0.0, -1e-3, f64::NAN, f64::INFINITY] {
+            let e = Adam::new(vars(), AdamConfig::new(lr)).unwrap_err().to_string();
+            assert!(e.contains("learning rate"), "{e}");
+            let e = Sgd::new(vars(), SgdConfig::new(lr, 0.9)).unwrap_err().to_string();
+            assert!(e.contains("learning rate"), "{e}");
+        }
+        let e = Adam::new(vars(), AdamConfig::new(1e-3).betas(1.0, 0.999)).unwrap_err().to_string();
+        assert!(e.contains("betas"), "{e}");
+        let e = Sgd::new(vars(), SgdConfig::new(1e-2, 1.5)).unwrap_err().to_string();
+        assert!(e.contains("momentum"), "{e}");
+        assert!(Adam::new(vars(), AdamConfig::new(2e-4).betas(0.5, 0.999)).is_ok());
+        assert!(Sgd::new(vars(), SgdConfig::new(1e-2, 0.0)).is_ok());
     }
 }

@@ -9,6 +9,9 @@
 //! - [`min_cost_assignment`] (Hungarian method) and [`matched_accuracy`]: a categorical code as a
 //!   classifier after the best one-to-one matching of code values to labels;
 //! - [`NdbBins`]: NDB and JSD (k-means bins of training samples, two-proportion z-tests);
+//! - [`mutual_information`]: how much a categorical code's distributions tell about their inputs,
+//!   without labels;
+//! - [`mean_std`]: a metric's mean and sample standard deviation over runs (seeds);
 //! - [`Pca`]: principal directions of a feature set, for 2-D pictures of embeddings.
 //!
 //! Features are plain `f64` matrices ([`Features`]), so the metrics work with any feature extractor.
@@ -27,7 +30,7 @@ pub use kid::kernel_inception_distance;
 pub use linalg::symmetric_eigen;
 pub use ndb::{jensen_shannon, NdbBins, NdbScore};
 pub use pca::Pca;
-pub use scores::{inception_score, mode_coverage, ModeCoverage};
+pub use scores::{inception_score, mean_std, mode_coverage, mutual_information, ModeCoverage};
 
 use anyhow::{bail, Result};
 
