@@ -53,7 +53,7 @@ impl AnyAdapted {
         Ok(match meta.family.as_str() {
             f if f == Dann::FAMILY => AnyAdapted::Dann(Dann::load(&path, dev)?),
             f if f == Ddc::FAMILY => AnyAdapted::Ddc(Ddc::load(&path, dev)?),
-            other => bail!("{} is a '{other}' checkpoint, expected a 'dann' or a 'ddc' one", path.display()),
+            other => bail!("{} holds a checkpoint of the '{other}' family, expected 'dann' or 'ddc'", path.display()),
         })
     }
 
@@ -387,7 +387,7 @@ mod tests {
     fn other_families_and_unreadable_images_get_clear_errors() {
         let dev = Device::Cpu;
         let e = AnyAdapted::from_pretrained("judge-mnist", &dev).err().unwrap().to_string();
-        assert!(e.contains("'judge' checkpoint") && e.contains("'dann' or a 'ddc'"), "{e}");
+        assert!(e.contains("'judge' family") && e.contains("expected 'dann' or 'ddc'"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let model = Ddc::new(&DdcConfig::mnist(), &dev).unwrap();
         let weights = dir.path().join("ddc.safetensors");

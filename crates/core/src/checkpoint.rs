@@ -168,7 +168,7 @@ impl Checkpoint {
     /// Refuses a checkpoint of another family, by name.
     pub fn expect_family(&self, family: &str) -> Result<()> {
         if self.meta.family != family {
-            bail!("{} is a '{}' checkpoint, not a '{family}' one", self.path.display(), self.meta.family);
+            bail!("{} holds a checkpoint of the '{}' family, not '{family}'", self.path.display(), self.meta.family);
         }
         Ok(())
     }
@@ -321,7 +321,12 @@ pub trait ZooModel: Sized {
         let (path, entry) = crate::manifest::resolve_weights(id_or_path)?;
         if let Some(entry) = entry {
             if entry.family != Self::FAMILY {
-                bail!("manifest entry '{}' is a '{}' checkpoint, not a '{}' one", entry.id, entry.family, Self::FAMILY);
+                bail!(
+                    "manifest entry '{}' holds a checkpoint of the '{}' family, not '{}'",
+                    entry.id,
+                    entry.family,
+                    Self::FAMILY
+                );
             }
         }
         Self::load(&path, dev)
@@ -425,7 +430,7 @@ mod tests {
         assert!(e.contains("cannot read checkpoint"), "{e}");
         // Another family.
         let e = format!("{:#}", Other::load(&p, &Device::Cpu).err().unwrap());
-        assert!(e.contains("is a 'tiny' checkpoint, not a 'other' one"), "{e}");
+        assert!(e.contains("holds a checkpoint of the 'tiny' family, not 'other'"), "{e}");
         // Wrong shape (config says 5, tensors are 4).
         let mut meta = CheckpointMeta::new("tiny", &TinyConfig { hidden: 5 }).unwrap();
         meta.step = None;

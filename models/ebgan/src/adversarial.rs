@@ -133,7 +133,7 @@ impl AnyModel {
         Ok(match meta.family.as_str() {
             f if f == crate::Ebgan::FAMILY => AnyModel::Ebgan(crate::Ebgan::load(&path, dev)?),
             f if f == crate::Gan::FAMILY => AnyModel::Gan(crate::Gan::load(&path, dev)?),
-            other => bail!("{} is a '{other}' checkpoint, expected an 'ebgan' or a 'gan' one", path.display()),
+            other => bail!("{} holds a checkpoint of the '{other}' family, expected 'ebgan' or 'gan'", path.display()),
         })
     }
 
@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(le.sample(7, &mut ZooRng::new(0), &dev).unwrap().dims(), &[7, 1, 28, 28]);
         assert!(le.sample(0, &mut ZooRng::new(0), &dev).is_err());
         let err = format!("{:#}", AnyModel::from_pretrained("judge-mnist", &dev).err().unwrap());
-        assert!(err.contains("is a 'judge' checkpoint, expected an 'ebgan' or a 'gan' one"), "{err}");
+        assert!(err.contains("holds a checkpoint of the 'judge' family, expected 'ebgan' or 'gan'"), "{err}");
     }
 
     #[test]

@@ -292,6 +292,6 @@ mod tests {
         let ebgan = crate::Ebgan::new(&Config::mnist_conv(), &Device::Cpu).unwrap();
         ebgan.save(&p).unwrap();
         let e = format!("{:#}", Gan::load(&p, &Device::Cpu).err().unwrap());
-        assert!(e.contains("is a 'ebgan' checkpoint, not a 'gan' one"), "{e}");
+        assert!(e.contains("holds a checkpoint of the 'ebgan' family, not 'gan'"), "{e}");
     }
 }

@@ -489,6 +489,6 @@ mod tests {
         assert!(e.contains("[batch, 1, 28, 28]") && e.contains("[2, 1, 32, 32]"), "{e}");
         let (judge, _) = zoo_core::manifest::resolve_weights("judge-mnist").unwrap();
         let e = format!("{:#}", Ebgan::load(&judge, &Device::Cpu).err().unwrap());
-        assert!(e.contains("is a 'judge' checkpoint, not a 'ebgan' one"), "{e}");
+        assert!(e.contains("holds a checkpoint of the 'judge' family, not 'ebgan'"), "{e}");
     }
 }
