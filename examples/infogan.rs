@@ -268,12 +268,13 @@ fn eval(a: EvalArgs) -> Result<()> {
     }
     let dev = zoo_core::device(&a.data.device)?;
     let judge = Judge::from_pretrained(&a.judge, &dev)?;
+    let real = (a.data.load(Split::Test)?, a.data.load(Split::Train)?);
     if let [weights] = a.weights.as_slice() {
-        return print_json(&evaluate(&a, weights, &judge, &dev)?, a.json);
+        return print_json(&evaluate(&a, weights, &judge, &real, &dev)?, a.json);
     }
     let mut runs = Vec::with_capacity(a.weights.len());
     for weights in &a.weights {
-        let metrics = evaluate(&a, weights, &judge, &dev)?;
+        let metrics = evaluate(&a, weights, &judge, &real, &dev)?;
         eprintln!(
             "{weights}: code accuracy {:.4}, Q on real digits {:.4}, inception score {:.2}, judge FD {:.1}",
             metrics.code_accuracy, metrics.q_accuracy_real, metrics.gan.inception_score, metrics.gan.judge_fd
@@ -322,8 +323,9 @@ fn print_json<T: Serialize>(value: &T, compact: bool) -> Result<()> {
     Ok(())
 }
 
-/// `infogan eval`'s metrics of one checkpoint.
-fn evaluate(a: &EvalArgs, weights: &str, judge: &Judge, dev: &Device) -> Result<InfoMetrics> {
+/// `infogan eval`'s metrics of one checkpoint, against real `(test, train)` digits.
+fn evaluate(a: &EvalArgs, weights: &str, judge: &Judge, real: &(Mnist, Mnist), dev: &Device) -> Result<InfoMetrics> {
+    let (test, train) = real;
     let model = InfoGan::from_pretrained(weights, dev)?;
     let z = model.latents(a.n, &mut ZooRng::new(a.seed), dev)?;
     let x = generate(&model, &z)?;
@@ -351,14 +353,12 @@ fn evaluate(a: &EvalArgs, weights: &str, judge: &Judge, dev: &Device) -> Result<
     for (&c, &d) in categories.iter().zip(&digits) {
         digits_per_code[c as usize][d as usize] += 1;
     }
-    let test = a.data.load(Split::Test)?;
-    let train = a.data.load(Split::Train)?;
-    let (q_codes, q_probs, labels) = q_codes_of(&model, &test, test.len(), dev)?;
+    let (q_codes, q_probs, labels) = q_codes_of(&model, test, test.len(), dev)?;
     let (q_accuracy_real, _) = zoo_eval::metrics::matched_accuracy(&q_codes, &labels, k)?;
     let q_information_real = mutual_information(&q_probs, k)?;
-    let (_, q_probs_train, _) = q_codes_of(&model, &train, 10_000, dev)?;
+    let (_, q_probs_train, _) = q_codes_of(&model, train, 10_000, dev)?;
     let q_information_train = mutual_information(&q_probs_train, k)?;
-    let gan = zoo_eval::gan::gan_metrics(judge, &x, &test, &train, a.seed)?;
+    let gan = zoo_eval::gan::gan_metrics(judge, &x, test, train, a.seed)?;
     Ok(InfoMetrics {
         code_accuracy,
         code_to_digit,
