@@ -7,6 +7,12 @@
 //! contains TEXT):
 //! `{"case", "ours_ms", "candle_ms", "speedup", "gflops"}` (medians; GFLOP/s of our version, null
 //! for the row-wise ops, which are memory-bound).
+//!
+//! The first case, `peak fma`, measures what the cores can do at all: independent chains of fused
+//! multiply-adds in the widest vectors the CPU has (AVX-512 or AVX2, detected at run time), one chain
+//! set per thread (`RAYON_NUM_THREADS`, else every logical CPU). Its GFLOP/s is the machine's
+//! practical fp32 peak at its current clock, the yardstick for the GEMM- and convolution-bound cases
+//! (`bench/run.py` prints each as a share of it).
 
 use std::time::Instant;
 
@@ -47,6 +53,14 @@ fn main() -> Result<()> {
     candle_zoo::tune_runtime();
     let mut rng = ZooRng::new(0);
     let iters = 10;
+    if selected("peak fma") {
+        let threads = bench_threads();
+        let (flops, ms) = peak_fma(threads);
+        println!(
+            "{}",
+            serde_json::json!({"case": "peak fma", "threads": threads, "ours_ms": ms, "gflops": flops / ms / 1e6})
+        );
+    }
     if selected("conv2d 64->128 b64 14x14 k3 fwd+bwd") {
         // conv2d 64->128, batch 64, 14x14, k3 p1: forward + backward.
         let x = Var::from_tensor(&randn(&mut rng, &[64, 64, 14, 14])?)?;
@@ -232,6 +246,114 @@ fn main() -> Result<()> {
         report("max_pool2d 2x2 [128, 32, 24, 24] fwd+bwd", ours, theirs, 0.0);
     }
     Ok(())
+}
+
+/// Threads of the benchmark: `RAYON_NUM_THREADS` (as `bench/run.py` sets it), else every logical CPU.
+fn bench_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Floating-point operations and the median milliseconds of five rounds in which `threads`
+/// threads each run [`FMA_ROUNDS`] rounds of 12 independent vector fused multiply-adds.
+fn peak_fma(threads: usize) -> (f64, f64) {
+    let lanes = fma_lanes();
+    let times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    (0..threads).map(|_| s.spawn(|| std::hint::black_box(fma_chains(FMA_ROUNDS)))).collect();
+                for h in handles {
+                    h.join().expect("a peak-rate thread panicked");
+                }
+            });
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    (threads as f64 * FMA_ROUNDS as f64 * 12.0 * lanes as f64 * 2.0, median(times))
+}
+
+/// Rounds of the peak-rate loop per thread (about 0.1 s at 3 GHz with AVX2).
+const FMA_ROUNDS: u64 = 50_000_000;
+
+/// Single-precision lanes of the widest fused multiply-add the CPU runs (1: scalar fallback).
+fn fma_lanes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return 16;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return 8;
+        }
+    }
+    1
+}
+
+/// `rounds` rounds of 12 independent fused multiply-add chains in the widest vectors available
+/// (12 chains hide the instruction's latency on two FMA units); returns their sum so that the work
+/// cannot be optimised away.
+fn fma_chains(rounds: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            return unsafe { fma_chains_avx512(rounds) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            return unsafe { fma_chains_avx2(rounds) };
+        }
+    }
+    let mut acc = [1f32; 12];
+    for _ in 0..rounds {
+        for a in acc.iter_mut() {
+            *a = std::hint::black_box(a.mul_add(0.999_999, 1e-7));
+        }
+    }
+    acc.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..rounds {
+        for r in acc.iter_mut() {
+            *r = _mm256_fmadd_ps(*r, a, b);
+        }
+    }
+    let mut sum = _mm256_setzero_ps();
+    for r in acc {
+        sum = _mm256_add_ps(sum, r);
+    }
+    let mut out = [0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut acc = [_mm512_set1_ps(1.0); 12];
+    for _ in 0..rounds {
+        for r in acc.iter_mut() {
+            *r = _mm512_fmadd_ps(*r, a, b);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for r in acc {
+        sum = _mm512_add_ps(sum, r);
+    }
+    _mm512_reduce_add_ps(sum)
 }
 
 /// Whether the case is to run: `--only TEXT` runs the cases whose name contains TEXT.
