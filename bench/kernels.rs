@@ -280,11 +280,26 @@ fn peak_fma(threads: usize) -> (f64, f64) {
 /// Rounds of the peak-rate loop per thread (about 0.1 s at 3 GHz with AVX2).
 const FMA_ROUNDS: u64 = 50_000_000;
 
+/// Whether the CPU has AVX-512F and this compiler can use it (Rust 1.89 and later).
+#[rustversion::since(1.89)]
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the CPU has AVX-512F and this compiler can use it (Rust 1.89 and later).
+#[rustversion::before(1.89)]
+fn avx512() -> bool {
+    false
+}
+
 /// Single-precision lanes of the widest fused multiply-add the CPU runs (1: scalar fallback).
 fn fma_lanes() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if avx512() {
             return 16;
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -300,9 +315,8 @@ fn fma_lanes() -> usize {
 fn fma_chains(rounds: u64) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { fma_chains_avx512(rounds) };
+        if avx512() {
+            return fma_chains_avx512(rounds);
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -338,9 +352,27 @@ unsafe fn fma_chains_avx2(rounds: u64) -> f32 {
     out.iter().sum()
 }
 
+/// The AVX-512 chains; their intrinsics need Rust 1.89, the workspace's minimum is older.
+#[rustversion::since(1.89)]
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
+fn fma_chains_avx512(rounds: u64) -> f32 {
+    // SAFETY: called only when the CPU has AVX-512F (`avx512`).
+    unsafe { fma_chains_avx512_unchecked(rounds) }
+}
+
+/// Never called: [`avx512`] is false before Rust 1.89.
+#[rustversion::before(1.89)]
+#[cfg(target_arch = "x86_64")]
+fn fma_chains_avx512(_rounds: u64) -> f32 {
+    unreachable!("AVX-512 needs Rust 1.89")
+}
+
+#[rustversion::since(1.89)]
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
 #[target_feature(enable = "avx512f")]
-unsafe fn fma_chains_avx512(rounds: u64) -> f32 {
+unsafe fn fma_chains_avx512_unchecked(rounds: u64) -> f32 {
     use std::arch::x86_64::*;
     let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
     let mut acc = [_mm512_set1_ps(1.0); 12];

@@ -85,6 +85,9 @@ struct SampleArgs {
     /// Output PNG.
     #[arg(long, default_value = "acgan-class.png")]
     out: PathBuf,
+    /// Device: cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -101,6 +104,9 @@ struct GridArgs {
     /// Output PNG.
     #[arg(long, default_value = "acgan-grid.png")]
     out: PathBuf,
+    /// Device: cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -156,7 +162,7 @@ fn per_class(model: &AcGan, classes: &[u32], n: usize, seed: u64, dev: &Device) 
 }
 
 fn sample(a: SampleArgs) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = zoo_core::device(&a.device)?;
     let model = AcGan::from_pretrained(&a.weights, &dev)?;
     let x = model.sample_class(a.class, a.n, &mut ZooRng::new(a.seed), &dev)?;
     let cols = (a.n as f64).sqrt().ceil() as usize;
@@ -169,7 +175,7 @@ fn grid(a: GridArgs) -> Result<()> {
     if a.per_class == 0 {
         bail!("--per-class must be at least 1");
     }
-    let dev = Device::Cpu;
+    let dev = zoo_core::device(&a.device)?;
     let model = AcGan::from_pretrained(&a.weights, &dev)?;
     let classes: Vec<u32> = (0..model.config().classes as u32).collect();
     let (x, _) = per_class(&model, &classes, a.per_class, a.seed, &dev)?;

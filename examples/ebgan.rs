@@ -374,10 +374,14 @@ fn sweep(a: SweepArgs) -> Result<()> {
         bar.set_message(setting.name());
         if !outcomes.iter().any(|o| o.setting == *setting && o.steps == a.steps) {
             let o = run_setting(setting, &data, &monitor, a.steps, a.seed, &dev)?;
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-            use std::io::Write;
-            writeln!(f, "{}", serde_json::to_string(&o)?)?;
             outcomes.push(o);
+            // The whole log is rewritten atomically, so an interruption never leaves a partial line.
+            let mut text = String::new();
+            for o in &outcomes {
+                text += &serde_json::to_string(o)?;
+                text.push('\n');
+            }
+            zoo_core::atomic::write_bytes_atomic(&log, text.as_bytes())?;
         }
         bar.inc(1);
     }

@@ -99,6 +99,9 @@ struct SampleArgs {
     /// Output PNG.
     #[arg(long, default_value = "infogan-samples.png")]
     out: PathBuf,
+    /// Device: cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -112,6 +115,9 @@ struct TraverseArgs {
     /// Output directory (traverse-c1.png, traverse-c2.png, traverse-c3.png, ...).
     #[arg(long, default_value = "infogan-traverse")]
     out: PathBuf,
+    /// Device: cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -164,7 +170,7 @@ fn generate(model: &InfoGan, z: &Tensor) -> Result<Tensor> {
 }
 
 fn sample(a: SampleArgs) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = zoo_core::device(&a.device)?;
     let model = InfoGan::from_pretrained(&a.weights, &dev)?;
     let x = generate(&model, &model.latents(a.n, &mut ZooRng::new(a.seed), &dev)?)?;
     let cols = (a.n as f64).sqrt().ceil() as usize;
@@ -174,7 +180,7 @@ fn sample(a: SampleArgs) -> Result<()> {
 }
 
 fn traverse(a: TraverseArgs) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = zoo_core::device(&a.device)?;
     let model = InfoGan::from_pretrained(&a.weights, &dev)?;
     let cfg = model.config().clone();
     let k = cfg.categories;

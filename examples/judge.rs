@@ -66,11 +66,11 @@ struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Steps between checkpoints.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
-    /// Where to write the final weights.
-    #[arg(long, default_value = "run/judge/judge-mnist.safetensors")]
-    out: PathBuf,
+    /// Where to write the final weights (default: judge-mnist.safetensors in --run-dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -118,18 +118,25 @@ fn train(a: TrainArgs) -> Result<()> {
     let mut trainer = JudgeTrainer::new(&JudgeConfig::lenet(), recipe, data, &dev)?;
     let steps = trainer.total_steps();
     eprintln!("training the judge on {n} images: {steps} steps, run directory {}", a.run_dir.display());
-    let cfg =
-        LoopConfig { checkpoint_every: a.checkpoint_every, resume: a.resume, ..LoopConfig::new(&a.run_dir, steps) };
+    // A resume must continue the same recipe on the same data.
+    let settings = serde_json::json!({"recipe": &trainer.cfg, "training_images": n});
+    let cfg = LoopConfig {
+        checkpoint_every: a.checkpoint_every,
+        resume: a.resume,
+        settings,
+        ..LoopConfig::new(&a.run_dir, steps)
+    };
     let summary = run(&mut trainer, &cfg)?;
     zoo_eval::picture::curve::plot_curves_from_jsonl(
         &cfg.log_path(),
         &["loss", "batch_accuracy"],
         &a.run_dir.join("curves.png"),
     )?;
+    let out = a.out.clone().unwrap_or_else(|| a.run_dir.join("judge-mnist.safetensors"));
     trainer
         .judge
-        .save_with(&a.out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
-    eprintln!("saved {} (curves in {})", a.out.display(), a.run_dir.join("curves.png").display());
+        .save_with(&out, &SaveOptions { step: Some(summary.steps_done), seed: Some(a.seed), storage: None })?;
+    eprintln!("saved {} (curves in {})", out.display(), a.run_dir.join("curves.png").display());
     match a.data.load(Split::Test) {
         Ok(test) => {
             let r = evaluate(&trainer.judge, &test, 256, &dev)?;

@@ -89,6 +89,9 @@ pub struct ClassifyArgs {
     /// The image (PNG or JPEG, any size, colour or grey).
     #[arg(long)]
     pub image: PathBuf,
+    /// Device: cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Options of one training run.
@@ -104,7 +107,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub resume: bool,
     /// Steps between checkpoints.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_every: u64,
 }
 
@@ -120,9 +123,18 @@ pub fn train_run<M: Adaptation>(
     dev: &Device,
 ) -> Result<PathBuf> {
     let cfg = DaTrainConfig::paper(method, r.steps, r.seed);
+    let (source_len, target_len) = (source.len(), target.len());
     let mut trainer = DaTrainer::<M>::new(model_cfg, cfg, source, target, dev)?;
     eprintln!("training {} ({method:?}): {} steps, run directory {}", M::FAMILY, r.steps, run_dir.display());
-    let lc = LoopConfig { checkpoint_every: r.checkpoint_every, resume: r.resume, ..LoopConfig::new(run_dir, r.steps) };
+    // A resume must continue the same method, step count (its schedules depend on it), seed and data.
+    let settings =
+        serde_json::json!({"recipe": &trainer.cfg, "source_images": source_len, "target_images": target_len});
+    let lc = LoopConfig {
+        checkpoint_every: r.checkpoint_every,
+        resume: r.resume,
+        settings,
+        ..LoopConfig::new(run_dir, r.steps)
+    };
     let summary = run(&mut trainer, &lc)?;
     let keys: Vec<&str> =
         summary.last_metrics.iter().map(|(k, _)| k.as_str()).filter(|k| !matches!(*k, "lr" | "lambda")).collect();
@@ -173,7 +185,7 @@ pub fn eval_command(a: &EvalArgs) -> Result<()> {
 /// `classify`: prints the digit a `dann` or `ddc` checkpoint reads in an image, and its
 /// probability.
 pub fn classify_command(a: &ClassifyArgs) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = zoo_core::device(&a.device)?;
     let model = AnyAdapted::from_pretrained(&a.weights, &dev)?;
     let (digit, p) = classify_image(model.net(), &a.image, &dev)?;
     println!("{digit} (probability {p:.3})");
@@ -309,7 +321,7 @@ pub fn reproduce_table(a: &TableArgs, data: &DataArgs) -> Result<String> {
                     eprintln!("{} is done", dir.display());
                     continue;
                 }
-                let resume = dir.join("checkpoint.safetensors").exists();
+                let resume = LoopConfig::new(&dir, a.steps).has_checkpoint();
                 let r = RunArgs { steps: a.steps, seed: *seed, resume, checkpoint_every: 1000 };
                 let (m, file) = (method.as_str(), run_file(method));
                 if m == "ddc" {

@@ -13,7 +13,7 @@ pub struct DataArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Use the small subsets shipped in data/mnist instead of the full set.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "data_dir")]
     pub bundled: bool,
     /// Device: cpu, cuda, cuda:N, metal or auto.
     #[arg(long, default_value = "cpu")]
@@ -51,8 +51,9 @@ pub struct GanRunArgs {
     /// Seed of initialisation, data order and latents.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Generated samples scored by the judge at every checkpoint (0: no scoring).
-    #[arg(long, default_value_t = 2000)]
+    /// Generated samples scored by the judge at every checkpoint (0: no scoring; otherwise at
+    /// least 2, which the distances need).
+    #[arg(long, default_value_t = 2000, value_parser = parse_monitor_samples)]
     pub monitor_samples: usize,
     /// Run directory: checkpoints, metrics.jsonl, quality.jsonl, sample grids, curves.png and the
     /// final model (default: run/<model family>, e.g. run/ebgan).
@@ -62,7 +63,7 @@ pub struct GanRunArgs {
     #[arg(long)]
     pub resume: bool,
     /// Steps between checkpoints (and sample grids).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_every: u64,
     /// Keep an exponential moving average of the generator's weights with this decay (e.g.
     /// 0.999) and use it for sample grids, judge scores and the saved model; the raw weights
@@ -78,6 +79,15 @@ pub struct GanRunArgs {
     /// collapsing early (zoo-ebgan's README).
     #[arg(long, default_value_t = 0)]
     pub lr_warmup: u64,
+}
+
+/// `--monitor-samples`: 0, or a count of at least 2.
+fn parse_monitor_samples(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(1) => Err("must be 0 (no scoring) or at least 2: the Frechet distance and KID need two samples".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
 }
 
 impl GanRunArgs {
@@ -129,9 +139,14 @@ impl GanRunArgs {
         }
         let dir = self.run_dir(M::FAMILY);
         eprintln!("training {}: {steps} steps, run directory {}", M::FAMILY, dir.display());
+        // A resume must continue the same recipe on the same data. The step count may grow (a
+        // run continued for more epochs): a learning-rate decay, which depends on it, is part of
+        // the recipe.
+        let settings = serde_json::json!({"recipe": trainer.cfg, "training_images": trainer.images()});
         let lc = zoo_core::train::LoopConfig {
             checkpoint_every: self.checkpoint_every,
             resume: self.resume,
+            settings,
             ..zoo_core::train::LoopConfig::new(&dir, steps)
         };
         let summary = zoo_core::train::run(&mut trainer, &lc)?;

@@ -8,7 +8,10 @@
 //!   downloads, the training kit and shared trainable layers;
 //! - [`zoo_data`]: the data sets and reproducible batching;
 //! - [`zoo_eval`]: the judge classifier, evaluation metrics and pictures;
+//! - [`zoo_kernels`]: the CPU kernels (convolutions, linear layers, norms, fused cells) with
+//!   their gradients;
 //! - [`zoo_ebgan`]: the energy-based GAN and its GAN baseline;
+//! - [`zoo_cgan`]: InfoGAN, AC-GAN and the MSGAN mode-seeking regulariser;
 //! - [`zoo_dann`], [`zoo_ddc`]: domain adaptation by gradient reversal and by MMD, with the
 //!   two-domain trainer and baselines;
 //! - [`adaptation`]: the MNIST -> MNIST-M protocol shared by the `dann` and `ddc` binaries;
@@ -17,12 +20,14 @@
 //! The `zoo` command-line tool lists, inspects, verifies and fetches the published checkpoints of
 //! `weights-manifest.toml`; run `zoo --help` for its commands.
 
+pub use zoo_cgan;
 pub use zoo_core;
 pub use zoo_dann;
 pub use zoo_data;
 pub use zoo_ddc;
 pub use zoo_ebgan;
 pub use zoo_eval;
+pub use zoo_kernels;
 
 /// Tunes the process for training and inference; every binary of the zoo calls it first thing
 /// in `main`, before any other thread starts:

@@ -16,8 +16,8 @@ use zoo_core::manifest::Location;
     after_help = "Examples:\n  \
         zoo fetch judge-mnist\n  \
         zoo fetch --repo org/name --revision <40-hex commit> --file model.safetensors --sha256 <hex>\n\n\
-        Downloads go to the Hugging Face cache ($HF_HOME/hub, default ~/.cache/huggingface/hub) and \
-        are verified; a file that does not match is removed from the cache. The local path is \
+        Downloads go to the Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else \
+        $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub) and are verified; a file that does not match is removed from the cache. The local path is \
         printed on stdout."
 )]
 pub struct FetchArgs {

@@ -22,7 +22,8 @@ use zoo_core::manifest::Manifest;
         its size, SHA-256, licence, training data, the command that trains it and the command that \
         measures its metrics. Bundled checkpoints live in weights/; others are downloaded from the \
         Hugging Face hub, pinned to a commit, and verified before use.\n\n\
-        Environment: ZOO_MANIFEST (another manifest file), HF_HOME (cache at $HF_HOME/hub), \
+        Environment: ZOO_MANIFEST (another manifest file), HF_HUB_CACHE (the download cache; else \
+        $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub), \
         HF_ENDPOINT (another hub), HF_HUB_OFFLINE=1 (use only the cache), HF_TOKEN."
 )]
 pub struct Cli {
@@ -69,6 +70,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(&load_manifest(manifest)?, &args),
         Command::Fetch(args) => fetch::run(manifest, &args),
         Command::Demo(args) => {
+            if let Some(path) = manifest {
+                // The gallery loads its checkpoints by id, which reads the manifest that this
+                // variable names; set before any thread starts.
+                std::env::set_var("ZOO_MANIFEST", path);
+            }
             candle_zoo::demo::run(&args.out)
                 .with_context(|| format!("cannot render the gallery into {}", args.out.display()))?;
             eprintln!("gallery written to {}", args.out.display());

@@ -7,7 +7,13 @@
 //!
 //! - `checkpoint.safetensors`: the model weights (a normal checkpoint of the family);
 //! - `checkpoint.state.safetensors`: everything else needed to continue the same trajectory;
+//! - `checkpoint.prev.safetensors` and `checkpoint.prev.state.safetensors`: the pair before it;
 //! - `metrics.jsonl`: one JSON object per step, `{"step": 1, "loss": ..., ...}`.
+//!
+//! A checkpoint is written as a new pair (`checkpoint.next.*`, each file atomically) before the
+//! current pair becomes the previous one and the new pair takes its place, so a crash at any moment
+//! leaves at least one complete pair; `--resume` takes the newest pair whose two files record the
+//! same step.
 //!
 //! Resuming from a checkpoint written at step `k` and running to `n` gives bit-identical weights
 //! to an uninterrupted run of `n` steps with the same seed.
@@ -174,12 +180,24 @@ pub struct LoopConfig {
     pub progress: bool,
     /// Stop (with a checkpoint) after this many completed steps, as if interrupted.
     pub stop_after: Option<u64>,
+    /// What identifies the run (e.g. its recipe, step count, seed and data), as a JSON object:
+    /// stored with every checkpoint, and a resume whose settings differ is refused with the
+    /// differences named, instead of silently mixing two runs. `Null`: not recorded or checked.
+    pub settings: serde_json::Value,
 }
 
 impl LoopConfig {
     /// A run of `steps` steps in `run_dir`, checkpointing every 500 steps, with a progress bar.
     pub fn new(run_dir: impl Into<PathBuf>, steps: u64) -> Self {
-        Self { run_dir: run_dir.into(), steps, checkpoint_every: 500, resume: false, progress: true, stop_after: None }
+        Self {
+            run_dir: run_dir.into(),
+            steps,
+            checkpoint_every: 500,
+            resume: false,
+            progress: true,
+            stop_after: None,
+            settings: serde_json::Value::Null,
+        }
     }
     /// Path of the weights checkpoint.
     pub fn weights_path(&self) -> PathBuf {
@@ -188,6 +206,22 @@ impl LoopConfig {
     /// Path of the training-state checkpoint.
     pub fn state_path(&self) -> PathBuf {
         self.run_dir.join("checkpoint.state.safetensors")
+    }
+    /// The (weights, state) pairs a run directory may hold, from the newest kind to the oldest:
+    /// a new pair not yet moved into place, the current pair, and the pair it replaced.
+    pub fn checkpoint_pairs(&self) -> [(PathBuf, PathBuf); 3] {
+        let pair = |tag: &str| {
+            (
+                self.run_dir.join(format!("checkpoint{tag}.safetensors")),
+                self.run_dir.join(format!("checkpoint{tag}.state.safetensors")),
+            )
+        };
+        [pair(".next"), pair(""), pair(".prev")]
+    }
+    /// Whether the run directory holds any checkpoint file (a run to resume, or one a fresh run
+    /// would overwrite).
+    pub fn has_checkpoint(&self) -> bool {
+        self.checkpoint_pairs().iter().any(|p| p.0.exists() || p.1.exists())
     }
     /// Path of the metrics log.
     pub fn log_path(&self) -> PathBuf {
@@ -211,11 +245,93 @@ fn format_metrics(m: &Metrics) -> String {
 }
 
 fn save_checkpoint<T: TrainTask>(task: &mut T, cfg: &LoopConfig, step: u64) -> Result<()> {
-    // Weights first, then state: the state records the step, and resume checks both agree.
-    task.save_weights(&cfg.weights_path(), step)?;
+    let [next, current, previous] = cfg.checkpoint_pairs();
+    // The new pair is written in full first; only then does the current pair become the previous
+    // one and the new pair take its place. A crash at any point leaves a complete pair behind.
+    task.save_weights(&next.0, step)?;
     let family = task.family().to_string();
-    task.training_state()?.save(&cfg.state_path(), &family, step)?;
+    let mut state = task.training_state()?;
+    if !cfg.settings.is_null() {
+        state.put(RUN_SETTINGS, &cfg.settings)?;
+    }
+    state.save(&next.1, &family, step)?;
+    for (from, to) in
+        [(&current.0, &previous.0), (&current.1, &previous.1), (&next.0, &current.0), (&next.1, &current.1)]
+    {
+        if from.exists() {
+            std::fs::rename(from, to)
+                .with_context(|| format!("cannot move checkpoint {} to {}", from.display(), to.display()))?;
+        }
+    }
     task.on_checkpoint(step, &cfg.run_dir)
+}
+
+/// Key of [`LoopConfig::settings`] in the training state.
+const RUN_SETTINGS: &str = "run_settings";
+
+/// Refuses to resume a run recorded with other settings than `cfg.settings`, naming each
+/// difference (runs recorded without settings, or a command without them, are not checked).
+fn check_settings(cfg: &LoopConfig, state: &TrainingState) -> Result<()> {
+    let (Some(stored), false) = (state.json.get(RUN_SETTINGS), cfg.settings.is_null()) else { return Ok(()) };
+    if stored == &cfg.settings {
+        return Ok(());
+    }
+    let empty = serde_json::Map::new();
+    let (old, new) = (stored.as_object().unwrap_or(&empty), cfg.settings.as_object().unwrap_or(&empty));
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let null = serde_json::Value::Null;
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| format!("{k}: run {}, this command {}", old.get(k).unwrap_or(&null), new.get(k).unwrap_or(&null)))
+        .collect();
+    let diffs =
+        if diffs.is_empty() { format!("run {stored}, this command {}", cfg.settings) } else { diffs.join("; ") };
+    bail!(
+        "--resume: the run in {} was started with other settings ({diffs}); repeat the run's own options to \
+         continue it, or start a new run directory",
+        cfg.run_dir.display()
+    )
+}
+
+/// The newest (weights, state) pair of the run directory whose two files record the same step,
+/// with that step; an error that lists what was found when no pair agrees.
+fn newest_complete_pair(cfg: &LoopConfig) -> Result<(PathBuf, PathBuf, u64)> {
+    let step_of = |path: &PathBuf| -> Option<u64> { read_meta(path).ok().and_then(|m| m.step) };
+    let pairs = cfg.checkpoint_pairs();
+    let weights: Vec<(PathBuf, u64)> =
+        pairs.iter().filter(|p| p.0.exists()).filter_map(|p| step_of(&p.0).map(|s| (p.0.clone(), s))).collect();
+    let states: Vec<(PathBuf, u64)> =
+        pairs.iter().filter(|p| p.1.exists()).filter_map(|p| step_of(&p.1).map(|s| (p.1.clone(), s))).collect();
+    let best = weights
+        .iter()
+        .flat_map(|(w, ws)| {
+            states.iter().filter(move |(_, ss)| ss == ws).map(move |(s, _)| (w.clone(), s.clone(), *ws))
+        })
+        .max_by_key(|(_, _, step)| *step);
+    if let Some(found) = best {
+        return Ok(found);
+    }
+    let (current, _) = &pairs[1];
+    if !cfg.has_checkpoint() {
+        bail!(
+            "--resume: no checkpoint to resume from in {} (expected {} and {})",
+            cfg.run_dir.display(),
+            current.display(),
+            pairs[1].1.display()
+        );
+    }
+    let list = |v: &[(PathBuf, u64)]| {
+        v.iter().map(|(p, s)| format!("{} (step {s})", p.display())).collect::<Vec<_>>().join(", ")
+    };
+    bail!(
+        "--resume: the checkpoint files in {} disagree or are unreadable: weights {}; training states {}",
+        cfg.run_dir.display(),
+        if weights.is_empty() { "none readable".to_string() } else { list(&weights) },
+        if states.is_empty() { "none readable".to_string() } else { list(&states) }
+    )
 }
 
 /// Keeps only the log lines of steps `<= upto` (a resumed run redoes the later ones).
@@ -237,29 +353,16 @@ fn truncate_log(path: &Path, upto: u64) -> Result<()> {
 pub fn run<T: TrainTask>(task: &mut T, cfg: &LoopConfig) -> Result<RunSummary> {
     std::fs::create_dir_all(&cfg.run_dir)
         .with_context(|| format!("cannot create run directory {}", cfg.run_dir.display()))?;
-    let (weights, state_path) = (cfg.weights_path(), cfg.state_path());
+    let weights = cfg.weights_path();
     let mut start = 0;
     if cfg.resume {
-        if !weights.exists() || !state_path.exists() {
-            bail!(
-                "--resume: no checkpoint to resume from in {} (expected {} and {})",
-                cfg.run_dir.display(),
-                weights.display(),
-                state_path.display()
-            );
-        }
-        let (state, step) = TrainingState::load(&state_path, &Device::Cpu)?;
-        let wstep = read_meta(&weights)?.step;
-        if wstep != Some(step) {
-            bail!(
-                "checkpoint files in {} disagree: weights at step {wstep:?}, training state at step {step}",
-                cfg.run_dir.display()
-            );
-        }
-        task.restore(&weights, &state).with_context(|| format!("cannot resume from {}", cfg.run_dir.display()))?;
+        let (weights, state_path, step) = newest_complete_pair(cfg)?;
+        let (state, _) = TrainingState::load(&state_path, &Device::Cpu)?;
+        check_settings(cfg, &state)?;
+        task.restore(&weights, &state).with_context(|| format!("cannot resume from {}", weights.display()))?;
         truncate_log(&cfg.log_path(), step)?;
         start = step;
-    } else if weights.exists() {
+    } else if cfg.has_checkpoint() {
         bail!(
             "{} already holds a checkpoint: pass --resume to continue that run, or choose another run directory",
             cfg.run_dir.display()
@@ -438,6 +541,50 @@ mod tests {
         run(&mut Toy::new(1), &cfg(d.path(), 5)).unwrap();
         let e = run(&mut Toy::new(1), &cfg(d.path(), 5)).unwrap_err().to_string();
         assert!(e.contains("already holds a checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn a_checkpoint_pair_broken_mid_save_falls_back_to_the_previous_pair() {
+        let d = tempfile::tempdir().unwrap();
+        let mut straight = Toy::new(1);
+        run(&mut straight, &cfg(&d.path().join("a"), 15)).unwrap();
+
+        let dir = d.path().join("b");
+        run(&mut Toy::new(1), &LoopConfig { stop_after: Some(10), ..cfg(&dir, 15) }).unwrap();
+        let [next, current, previous] = cfg(&dir, 15).checkpoint_pairs();
+        assert_eq!(read_meta(&current.0).unwrap().step, Some(10));
+        assert_eq!(read_meta(&previous.1).unwrap().step, Some(5));
+        assert!(!next.0.exists() && !next.1.exists());
+        // A save interrupted after the weights: a newer weights file without its state, and the
+        // current state cut short.
+        std::fs::copy(&current.0, &next.0).unwrap();
+        let bytes = std::fs::read(&current.1).unwrap();
+        std::fs::write(&current.1, &bytes[..bytes.len() / 2]).unwrap();
+        let mut resumed = Toy::new(99);
+        let s = run(&mut resumed, &LoopConfig { resume: true, ..cfg(&dir, 15) }).unwrap();
+        assert_eq!((s.started_at, s.steps_done), (5, 15), "resumed from the previous pair");
+        assert_eq!(straight.weights(), resumed.weights());
+
+        // Files that never agree are refused with what was found.
+        std::fs::remove_file(&previous.0).unwrap();
+        std::fs::copy(&previous.1, &current.1).unwrap();
+        let e = run(&mut Toy::new(1), &LoopConfig { resume: true, ..cfg(&dir, 20) }).unwrap_err().to_string();
+        assert!(e.contains("disagree") && e.contains("(step 15)") && e.contains("(step 10)"), "{e}");
+    }
+
+    #[test]
+    fn a_resume_with_other_settings_is_refused_with_the_differences() {
+        let d = tempfile::tempdir().unwrap();
+        let with = |steps: u64, seed: u64| LoopConfig {
+            settings: serde_json::json!({"steps": steps, "seed": seed, "lr": 0.1}),
+            ..cfg(d.path(), steps)
+        };
+        run(&mut Toy::new(1), &LoopConfig { stop_after: Some(5), ..with(10, 3) }).unwrap();
+        let e = run(&mut Toy::new(1), &LoopConfig { resume: true, ..with(20, 4) }).unwrap_err().to_string();
+        assert!(e.contains("seed: run 3, this command 4") && e.contains("steps: run 10, this command 20"), "{e}");
+        assert!(!e.contains("lr:"), "{e}");
+        let s = run(&mut Toy::new(1), &LoopConfig { resume: true, ..with(10, 3) }).unwrap();
+        assert_eq!((s.started_at, s.steps_done), (5, 10));
     }
 
     #[test]

@@ -324,6 +324,11 @@ impl<M: Adversarial> Trainer<M> {
         out
     }
 
+    /// Number of training images.
+    pub fn images(&self) -> usize {
+        self.data.len()
+    }
+
     /// Optimisation steps in `epochs` passes over the data.
     pub fn steps_for_epochs(&self, epochs: usize) -> u64 {
         (epochs * self.batcher.batches_per_epoch()) as u64
