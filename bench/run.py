@@ -138,7 +138,13 @@ def main():
     if a.update and (ROOT / "bench/results.json").exists():
         results = json.loads((ROOT / "bench/results.json").read_text())
     if records:
-        # With --update, the families measured now replace their old records; the rest stay.
+        # With --update, the families measured now replace their old records; the rest stay, each
+        # with the date and rounds of its own run.
+        for r in results.get("records", []):
+            r.setdefault("date", results.get("date"))
+            r.setdefault("rounds", results.get("rounds", 3))
+        for r in records:
+            r.update(date=stamp, rounds=a.rounds)
         kept = [r for r in results.get("records", []) if (r["family"], r["step"], r["threads"])
                 not in {(n["family"], n["step"], n["threads"]) for n in records}]
         results.update(section)
@@ -156,15 +162,24 @@ def render(results):
     """bench/RESULTS.md from the contents of bench/results.json."""
     lines = ["# Benchmarks\n"]
     if results.get("records"):
-        lines += [f"Measured {results['date']} on {results['machine']}; PyTorch {results['torch']}; "
-                  f"{results.get('rounds', 3)} interleaved rounds, medians.",
-                  "Ratio = ours / PyTorch (below 1 is faster than PyTorch): the median over rounds of the ratio of each",
+        runs = {(r.get("date", results["date"]), r.get("rounds", results.get("rounds", 3))) for r in results["records"]}
+        if len(runs) == 1:
+            (date, rounds), = runs
+            when, extra, sep = f"Measured {date} on", "", ""
+            lines.append(f"{when} {results['machine']}; PyTorch {results['torch']}; {rounds} interleaved rounds, medians.")
+        else:
+            # Rows from runs of different days (`--update`): each row says when, and over how many rounds.
+            extra, sep = " measured (rounds) |", "---|"
+            lines.append(f"Measured on {results['machine']}; PyTorch {results['torch']}; interleaved rounds, medians; "
+                         "each row's date and rounds in its last column.")
+        lines += ["Ratio = ours / PyTorch (below 1 is faster than PyTorch): the median over rounds of the ratio of each",
                   "round's two runs, which ran back to back; the range is the lowest and highest round's ratio.\n",
-                  "| family | step | threads | ours (ms) | PyTorch (ms) | ratio | ratio range | peak RSS ours (MB) | peak RSS PyTorch (MB) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| family | step | threads | ours (ms) | PyTorch (ms) | ratio | ratio range | peak RSS ours (MB) | peak RSS PyTorch (MB) |" + extra,
+                  "|---|---|---|---|---|---|---|---|---|" + sep]
         for r in results["records"]:
+            when = f" {r.get('date', results['date'])} ({r.get('rounds', results.get('rounds', 3))}) |" if extra else ""
             lines.append(f"| {r['family']} | {r['step']} | {r['threads']} | {r['ours_ms']} | {r['pytorch_ms']} | {r['ratio']} | "
-                         f"{r['ratio_min']}-{r['ratio_max']} | {r['peak_rss_mb']} | {r['pytorch_peak_rss_mb']} |")
+                         f"{r['ratio_min']}-{r['ratio_max']} | {r['peak_rss_mb']} | {r['pytorch_peak_rss_mb']} |{when}")
     kernels = results.get("kernels", [])
     if kernels:
         m = results["kernels_measured"]

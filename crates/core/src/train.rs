@@ -212,11 +212,11 @@ impl LoopConfig {
     pub fn checkpoint_pairs(&self) -> [(PathBuf, PathBuf); 3] {
         let pair = |tag: &str| {
             (
-                self.run_dir.join(format!("checkpoint{tag}.safetensors")),
-                self.run_dir.join(format!("checkpoint{tag}.state.safetensors")),
+                self.run_dir.join(format!("checkpoint.{tag}.safetensors")),
+                self.run_dir.join(format!("checkpoint.{tag}.state.safetensors")),
             )
         };
-        [pair(".next"), pair(""), pair(".prev")]
+        [pair("next"), (self.weights_path(), self.state_path()), pair("prev")]
     }
     /// Whether the run directory holds any checkpoint file (a run to resume, or one a fresh run
     /// would overwrite).
@@ -314,13 +314,12 @@ fn newest_complete_pair(cfg: &LoopConfig) -> Result<(PathBuf, PathBuf, u64)> {
     if let Some(found) = best {
         return Ok(found);
     }
-    let (current, _) = &pairs[1];
     if !cfg.has_checkpoint() {
         bail!(
             "--resume: no checkpoint to resume from in {} (expected {} and {})",
             cfg.run_dir.display(),
-            current.display(),
-            pairs[1].1.display()
+            cfg.weights_path().display(),
+            cfg.state_path().display()
         );
     }
     let list = |v: &[(PathBuf, u64)]| {
