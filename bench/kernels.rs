@@ -1,5 +1,5 @@
 //! Kernel-level speed: the zoo's convolutions against Candle's own, forward + backward, the GEMM
-//! rate, the GAN generators' largest linear layer against Candle's matmul and bias, and the fused
+//! rate (the zoo's matmul against Candle's), the GAN generators' largest linear layer against Candle's matmul and bias, and the fused
 //! row-wise ops (layer norm, softmax, LSTM cell), ReLU and 2x2 max pooling against Candle's composed
 //! ones, on the shapes of the reference measurements and of the zoo's GANs.
 //!
@@ -23,8 +23,8 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use zoo_core::ZooRng;
 use zoo_kernels::{
-    conv2d, conv_transpose2d, layer_norm, layer_norm_composed, linear, lstm_cell, lstm_cell_composed, max_pool2d,
-    max_pool2d_by_reduction, relu, softmax_last_dim, softmax_last_dim_composed, ConvParams,
+    conv2d, conv_transpose2d, layer_norm, layer_norm_composed, linear, lstm_cell, lstm_cell_composed, matmul,
+    max_pool2d, max_pool2d_by_reduction, relu, softmax_last_dim, softmax_last_dim_composed, ConvParams,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -161,11 +161,15 @@ fn main() -> Result<()> {
         // GEMM 1024^3.
         let a = randn(&mut rng, &[1024, 1024])?;
         let b = randn(&mut rng, &[1024, 1024])?;
-        let t = time(iters, || {
+        let ours = time(iters, || {
+            matmul(&a, &b)?;
+            Ok(())
+        })?;
+        let theirs = time(iters, || {
             a.matmul(&b)?;
             Ok(())
         })?;
-        report("matmul 1024^3", t, t, 2.0 * 1024f64.powi(3));
+        report("matmul 1024^3", ours, theirs, 2.0 * 1024f64.powi(3));
     }
 
     if selected("layer_norm [1024, 256] fwd+bwd") {

@@ -227,6 +227,17 @@ fn gemm_into<T: WithDType>(
         }
         return;
     }
+    if T::DTYPE == candle_core::DType::F32 && crate::sgemm::available() {
+        let threads = match par {
+            Parallelism::Rayon(t) => t.max(1),
+            _ => 1,
+        };
+        let f = |x: Mat<T>| crate::sgemm::MatRef { ptr: x.ptr as *const f32, rs: x.rs, cs: x.cs };
+        // SAFETY: T is f32 (checked above), so the pointers are to f32; the sizes and strides
+        // are as described below for the `gemm` call.
+        unsafe { crate::sgemm::sgemm((m, n, k), dst.as_mut_ptr() as *mut f32, n, accumulate, f(a), f(b), threads) };
+        return;
+    }
     // SAFETY: `dst` holds `m * n` elements in row-major order (row stride n); `a` and `b` were
     // built by `Mat::of` / `Mat::t` from slices of at least `m * k` and `k * n` elements with
     // the strides of those shapes.

@@ -14,6 +14,9 @@
 //! - [`linear`]: a fully connected layer as one op, forward one GEMM and backward three, every
 //!   gradient contiguous (Candle's composed version hands the weight a transposed gradient that
 //!   is accumulated in strided order, and sums the bias gradient with a scalar loop).
+//! - [`matmul`]: matrix products on a register-tiled AVX2/FMA kernel of this crate (6 x 16
+//!   tiles over packed operands), also behind the convolutions' and the linear layer's GEMMs in
+//!   f32; strided and transposed operands are read without copies.
 //! - [`im2col`] / [`col2im`]: the patch-matrix transforms, each the other's adjoint (and so each
 //!   the other's backward pass).
 //! - [`max_pool2d`]: max pooling whose backward is one pass (Candle's builds several full-size
@@ -35,16 +38,19 @@ mod conv_cpu;
 mod conv_direct;
 mod conv_pool;
 mod linear;
+mod matmul;
 mod norm;
 mod patches;
 mod pool;
 mod rowwise;
+mod sgemm;
 mod util;
 
 pub use activation::{leaky_relu, relu};
 pub use adam::{adam_in_place_supported, adam_step_in_place, AdamStep};
 pub use conv::{conv2d, conv2d_max_pool2_relu, conv_transpose2d, ConvParams};
 pub use linear::linear;
+pub use matmul::matmul;
 pub use norm::{batch_norm_train, channel_affine};
 pub use patches::{col2im, im2col, im2col_with_ones, PatchGeometry};
 pub use pool::{max_pool2d, max_pool2d_by_reduction};

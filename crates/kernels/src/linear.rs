@@ -36,7 +36,15 @@ fn forward<T: candle_core::WithDType>(x: &[T], w: &[T], bias: Option<&[T]>, m: u
         // Not zeroed: with `read_dst` false the GEMM below writes every element without reading.
         None => Vec::with_capacity(m * n),
     };
-    if m > 0 && n > 0 {
+    if m > 0 && n > 0 && k > 0 && T::DTYPE == DType::F32 && crate::sgemm::available() {
+        let threads = candle_core::utils::get_num_threads();
+        let xm = crate::sgemm::MatRef { ptr: x.as_ptr() as *const f32, rs: k as isize, cs: 1 };
+        let wt = crate::sgemm::MatRef { ptr: w.as_ptr() as *const f32, rs: 1, cs: k as isize };
+        // SAFETY: T is f32 (checked above); x is [m, k] row-major, w^T is read from w [n, k]
+        // row-major, dst has capacity m * n (row stride n) and holds the bias rows when given;
+        // without a bias every element is written (accumulate = false).
+        unsafe { crate::sgemm::sgemm((m, n, k), dst.as_mut_ptr() as *mut f32, n, bias.is_some(), xm, wt, threads) };
+    } else if m > 0 && n > 0 {
         // SAFETY: the pointers and strides describe the slices above: x is [m, k] row-major
         // (row stride k), w^T is read from w [n, k] row-major (column j of w^T is row j of w),
         // dst is [m, n] row-major; all three have exactly those sizes.
@@ -116,14 +124,14 @@ impl LinearOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let needs_dx = x.track_op();
         let (x, w, grad) = (x.detach(), w.detach(), grad.detach().contiguous()?);
-        let dx = if needs_dx { Some(grad.matmul(&w)?) } else { None };
+        let dx = if needs_dx { Some(crate::matmul(&grad, &w)?) } else { None };
         if !need_dw {
             return Ok((dx, None, None));
         }
-        let dw = grad.t()?.matmul(&x)?;
+        let dw = crate::matmul(&grad.t()?, &x)?;
         let db = if bias {
             let ones = Tensor::ones((1, self.m), grad.dtype(), grad.device())?;
-            Some(ones.matmul(&grad)?.reshape(self.n)?)
+            Some(crate::matmul(&ones, &grad)?.reshape(self.n)?)
         } else {
             None
         };

@@ -19,7 +19,7 @@ pub fn pulling_away_term(s: &Tensor) -> Result<Tensor> {
     }
     let norms = (s.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
     let unit = s.broadcast_div(&norms)?;
-    let cos2 = unit.matmul(&unit.t()?)?.sqr()?;
+    let cos2 = zoo_core::nn::matmul(&unit, &unit.t()?)?.sqr()?;
     // Each diagonal entry is exactly cos^2(S_i, S_i) = 1 up to rounding: subtract the trace.
     let diagonal = unit.sqr()?.sum(D::Minus1)?.sqr()?.sum_all()?;
     (cos2.sum_all()? - diagonal)? / (n * (n - 1)) as f64

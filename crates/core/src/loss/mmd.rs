@@ -43,7 +43,7 @@ pub fn mmd2_linear(source: &Tensor, target: &Tensor) -> Result<Tensor> {
 /// Pairwise squared distances `[N, N]` of the rows of `x` (their squared norms computed once).
 fn pairwise_sq_dist(x: &Tensor) -> Result<Tensor> {
     let sq = x.sqr()?.sum_keepdim(D::Minus1)?; // [N, 1]
-    sq.broadcast_add(&sq.t()?)?.sub(&(x.matmul(&x.t()?)? * 2.0)?)?.relu()
+    sq.broadcast_add(&sq.t()?)?.sub(&(zoo_kernels::matmul(x, &x.t()?)? * 2.0)?)?.relu()
 }
 
 /// Multi-kernel Gaussian MMD^2 (biased estimator), see [`MmdKernel::MultiRbf`]; the base

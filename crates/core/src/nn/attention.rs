@@ -82,7 +82,7 @@ impl MultiHeadAttention {
         // Scores and softmax in at least f32, so that masking constants do not overflow f16.
         let work = if in_dtype == DType::F64 { DType::F64 } else { DType::F32 };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.to_dtype(work)?.matmul(&k.to_dtype(work)?.t()?)? * scale)?;
+        let mut scores = (zoo_kernels::matmul(&q.to_dtype(work)?, &k.to_dtype(work)?.t()?)? * scale)?;
         let neg = -1e9;
         if let Some(mask) = key_padding_mask {
             if mask.dims() != [b, tk] {
@@ -100,7 +100,7 @@ impl MultiHeadAttention {
             Some((p, rng)) if p > 0.0 => dropout(&weights, p, rng)?,
             _ => weights.clone(),
         };
-        let out = attended.matmul(&v)?.transpose(1, 2)?.reshape((b, tq, d))?;
+        let out = zoo_kernels::matmul(&attended, &v)?.transpose(1, 2)?.reshape((b, tq, d))?;
         Ok((self.out_proj.forward(&out)?, weights))
     }
 }

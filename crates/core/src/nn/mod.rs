@@ -24,6 +24,9 @@ pub use linear::{linear, linear_no_bias, Linear};
 pub use lstm::LstmCell;
 pub use sequential::{seq_t, Activation, SequentialT};
 pub use softmax::{log_softmax, softmax, softmax_last};
+/// Matrix product `[.., m, k] x [.., k, n]` as `Tensor::matmul`, on the CPU in f32 with the
+/// register-tiled kernel of zoo-kernels; see [`zoo_kernels::matmul`].
+pub use zoo_kernels::matmul;
 /// Max pooling over `k x k` windows with a correct one-pass backward on the CPU (Candle 0.11's
 /// divides the gradient by `k * k`); see [`zoo_kernels::max_pool2d`].
 pub use zoo_kernels::max_pool2d;

@@ -1,0 +1,450 @@
+//! Single-precision matrix multiplication for x86-64 CPUs with AVX2 and FMA.
+//!
+//! The classic blocked scheme: the right operand is packed in panels of `KC` rows by `NC`
+//! columns, cut in slivers of [`NR`] columns; the left one in blocks of `MC` rows by `KC`, cut in
+//! slivers of [`MR`] rows; a 6 x 16 register tile (twelve 8-lane accumulators) then multiplies a
+//! left sliver by a right sliver with one broadcast and two fused multiply-adds per accumulator
+//! pair and step of k. The right sliver (16 KB) stays in the L1 cache while the left block (about
+//! 144 KB) stays in L2. Work is shared out over blocks of rows and chunks of columns to the rayon
+//! threads as they come free.
+//!
+//! Packing reads either operand through any row and column strides, so transposed views cost
+//! nothing. Other CPUs and other types use the `gemm` crate (see [`crate::matmul`]).
+
+use std::cell::RefCell;
+
+/// Rows of the register tile.
+pub(crate) const MR: usize = 6;
+/// Columns of the register tile (two 8-lane vectors).
+pub(crate) const NR: usize = 16;
+/// Depth of a packed panel (k per pass).
+const KC: usize = 256;
+/// Rows of a packed left block.
+const MC: usize = 144;
+/// Columns of a packed right panel.
+const NC: usize = 4080;
+
+/// A matrix read through strides: element `(i, j)` is at `ptr + i * rs + j * cs`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatRef {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+// SAFETY: a view for reading only; the callers of `sgemm` keep the data alive and unchanged.
+unsafe impl Send for MatRef {}
+// SAFETY: as above.
+unsafe impl Sync for MatRef {}
+
+/// Whether this CPU runs the kernel here (AVX2 and FMA, detected once).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A pointer that may cross to the rayon threads (each writes a disjoint part of its target).
+#[derive(Clone, Copy)]
+struct Shared<T>(T);
+// SAFETY: used only for the packed buffers (read-only while shared) and the output matrix, whose
+// tiles are written by exactly one task each.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Shared<T> {}
+impl<T: Copy> Shared<T> {
+    /// The pointer (a method, so that closures capture the whole wrapper, not its field).
+    fn get(self) -> T {
+        self.0
+    }
+}
+
+thread_local! {
+    /// Packing buffers of the calling thread, kept between calls (fresh pages cost more than the
+    /// packing itself on small products).
+    static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A 32-byte aligned region of `len` floats inside `v` (grown as needed).
+fn aligned(v: &mut Vec<f32>, len: usize) -> *mut f32 {
+    if v.len() < len + 8 {
+        v.resize(len + 8, 0.0);
+    }
+    let off = v.as_ptr().align_offset(32).min(7);
+    // SAFETY: `off + len <= v.len()`.
+    unsafe { v.as_mut_ptr().add(off) }
+}
+
+/// `c [m, n] = (accumulate ? c : 0) + a [m, k] b [k, n]`, with `c` row-major with row stride
+/// `ldc` (column stride 1). `threads` above 1 shares the work out to the rayon threads.
+///
+/// # Safety
+/// [`available`] must be true; `a` and `b` must be readable at every element of the sizes named
+/// through their strides, and `c` writable at `i * ldc + j` for `i < m`, `j < n`, and not overlap
+/// `a` or `b`.
+pub(crate) unsafe fn sgemm(
+    (m, n, k): (usize, usize, usize),
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row i of c is writable for n elements (the caller's contract).
+                unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), n).fill(0.0) };
+            }
+        }
+        return;
+    }
+    let run = |bufs: &mut (Vec<f32>, Vec<f32>)| {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { blocked((m, n, k), c, ldc, accumulate, a, b, threads, bufs) }
+    };
+    // A rayon thread waiting inside a parallel section may take up another product: that one
+    // allocates its own buffers.
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => run(&mut bufs),
+        Err(_) => run(&mut (Vec::new(), Vec::new())),
+    });
+}
+
+/// The blocked loops of [`sgemm`], with `bufs` as packing space.
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked(
+    (m, n, k): (usize, usize, usize),
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    threads: usize,
+    bufs: &mut (Vec<f32>, Vec<f32>),
+) {
+    // Even splits: k = 300 runs as 150 + 150 rather than 256 + 44.
+    let kc = k.div_ceil(k.div_ceil(KC));
+    let nc = n.div_ceil(n.div_ceil(NC)).next_multiple_of(NR);
+    let m_slivers = m.div_ceil(MR);
+    let pa = aligned(&mut bufs.0, m_slivers * MR * kc);
+    let pb = aligned(&mut bufs.1, nc * kc);
+    let (pa, pb, cp) = (Shared(pa), Shared(pb), Shared(c));
+    let threads = threads.max(1);
+    // The right operand is packed through its transpose, as the left one is.
+    let bt = MatRef { ptr: b.ptr, rs: b.cs, cs: b.rs };
+    for jc in (0..n).step_by(nc) {
+        let ncur = nc.min(n - jc);
+        let n_slivers = ncur.div_ceil(NR);
+        for pc in (0..k).step_by(kc) {
+            let kcur = kc.min(k - pc);
+            let load = accumulate || pc > 0;
+            let pack_b = |s: usize| {
+                let j0 = jc + s * NR;
+                // SAFETY: sliver s of the panel lies within the buffer sized for nc * kc, and
+                // the columns read are < n, the rows < k.
+                unsafe { pack_sliver::<NR>(bt, j0, NR.min(n - j0), pc, kcur, pb.get().add(s * NR * kcur)) }
+            };
+            let pack_a = |s: usize| {
+                let i0 = s * MR;
+                // SAFETY: as for the right panel, with the rows < m.
+                unsafe { pack_sliver::<MR>(a, i0, MR.min(m - i0), pc, kcur, pa.get().add(s * MR * kcur)) };
+            };
+            let block_slivers = MC / MR;
+            let row_blocks = m_slivers.div_ceil(block_slivers);
+            // Enough tasks for the threads to balance, each still a whole left block.
+            let col_chunks = if threads > 1 { (4 * threads).div_ceil(row_blocks).clamp(1, n_slivers) } else { 1 };
+            let chunk = n_slivers.div_ceil(col_chunks);
+            let col_chunks = n_slivers.div_ceil(chunk);
+            let task = |t: usize| {
+                let (rb, cb) = (t / col_chunks, t % col_chunks);
+                let (s0, s1) = (rb * block_slivers, ((rb + 1) * block_slivers).min(m_slivers));
+                let (q0, q1) = (cb * chunk, ((cb + 1) * chunk).min(n_slivers));
+                for q in q0..q1 {
+                    let j0 = jc + q * NR;
+                    let nr = NR.min(n - j0);
+                    // SAFETY: the packed slivers were written above; the tile of c is in range
+                    // and written by this task only.
+                    unsafe {
+                        let bs = pb.get().add(q * NR * kcur);
+                        for s in s0..s1 {
+                            let i0 = s * MR;
+                            let mr = MR.min(m - i0);
+                            let tile = cp.get().add(i0 * ldc + j0);
+                            tile_product(kcur, pa.get().add(s * MR * kcur), bs, tile, ldc, load, mr, nr);
+                        }
+                    }
+                }
+            };
+            let tasks = row_blocks * col_chunks;
+            if threads > 1 && tasks > 1 {
+                use rayon::prelude::*;
+                (0..n_slivers).into_par_iter().for_each(pack_b);
+                (0..m_slivers).into_par_iter().for_each(pack_a);
+                crate::util::self_scheduled(tasks, || (), |_, t| task(t));
+            } else {
+                (0..n_slivers).for_each(pack_b);
+                (0..m_slivers).for_each(pack_a);
+                (0..tasks).for_each(task);
+            }
+        }
+    }
+}
+
+/// Packs rows `i0..i0 + w` and columns `p0..p0 + kc` of `x` as `kc` groups of `W` values
+/// (rows past `w` as zeros): a left sliver (`W` = [`MR`]), or, given the right operand's
+/// transpose, a right one (`W` = [`NR`]).
+unsafe fn pack_sliver<const W: usize>(x: MatRef, i0: usize, w: usize, p0: usize, kc: usize, dst: *mut f32) {
+    // SAFETY (whole body): the caller guarantees rows i0..i0+w and columns p0..p0+kc exist and
+    // that dst holds kc * W floats.
+    unsafe {
+        let base = x.ptr.offset(i0 as isize * x.rs + p0 as isize * x.cs);
+        if x.rs == 1 && w == W {
+            // The sliver's rows are contiguous in memory: each group is one copy.
+            for p in 0..kc {
+                std::ptr::copy_nonoverlapping(base.offset(p as isize * x.cs), dst.add(p * W), W);
+            }
+            return;
+        }
+        for i in 0..W {
+            if i < w {
+                let row = base.offset(i as isize * x.rs);
+                for p in 0..kc {
+                    *dst.add(p * W + i) = *row.offset(p as isize * x.cs);
+                }
+            } else {
+                for p in 0..kc {
+                    *dst.add(p * W + i) = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// One tile of `c` (`mr` x `nr`, at most 6 x 16) from a packed left and right sliver.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_product(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    load: bool,
+    mr: usize,
+    nr: usize,
+) {
+    // SAFETY (whole body): the packed slivers hold kc groups; the caller's tile of c has mr rows
+    // of nr writable elements at row stride ldc.
+    unsafe {
+        if mr == MR && nr == NR {
+            kernel_6x16(kc, a, b, c, ldc, load);
+            return;
+        }
+        // A partial tile: computed whole into a local buffer, then the valid part added.
+        let mut buf = [0f32; MR * NR];
+        kernel_6x16(kc, a, b, buf.as_mut_ptr(), NR, false);
+        for i in 0..mr {
+            let row = c.add(i * ldc);
+            for j in 0..nr {
+                let v = buf[i * NR + j];
+                *row.add(j) = if load { *row.add(j) + v } else { v };
+            }
+        }
+    }
+}
+
+/// Dispatches to the AVX2 register tile (callers checked [`available`]).
+#[inline]
+unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load: bool) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: forwarded; AVX2 and FMA were detected by `available`.
+    unsafe {
+        x86::kernel_6x16(kc, a, b, c, ldc, load)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kc, a, b, c, ldc, load);
+        unreachable!("sgemm is only called where `available()` is true")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `c [6, 16] = (load ? c : 0) + a b` over `kc` packed steps, in twelve accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load: bool) {
+        // SAFETY (whole body): `a` holds kc * 6 floats, `b` kc * 16, and the 6 x 16 tile of c at
+        // row stride ldc is writable (the caller's contract).
+        unsafe {
+            // The tile of c is needed only at the end: its lines start on their way now.
+            for i in 0..6 {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 15) as *const i8);
+            }
+            let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+            let (mut ap, mut bp) = (a, b);
+            macro_rules! step {
+                () => {{
+                    let b0 = _mm256_loadu_ps(bp);
+                    let b1 = _mm256_loadu_ps(bp.add(8));
+                    // A constant six-row loop, unrolled by the compiler.
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let ai = _mm256_broadcast_ss(&*ap.add(i));
+                        row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                        row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+                    }
+                    ap = ap.add(6);
+                    bp = bp.add(16);
+                }};
+            }
+            let mut left = kc;
+            while left >= 4 {
+                step!();
+                step!();
+                step!();
+                step!();
+                left -= 4;
+            }
+            while left > 0 {
+                step!();
+                left -= 1;
+            }
+            for (i, row) in acc.iter().enumerate() {
+                let out = c.add(i * ldc);
+                let (mut v0, mut v1) = (row[0], row[1]);
+                if load {
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(out));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(out.add(8)));
+                }
+                _mm256_storeu_ps(out, v0);
+                _mm256_storeu_ps(out.add(8), v1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain triple loop, in f64.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        ars: usize,
+        acs: usize,
+        b: &[f32],
+        brs: usize,
+        bcs: usize,
+    ) -> Vec<f64> {
+        let mut c = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * ars + p * acs] as f64 * b[p * brs + j * bcs] as f64).sum();
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        // A small deterministic generator: values in [-1, 1).
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agrees_with_the_triple_loop_on_edges_strides_and_threads() {
+        if !available() {
+            eprintln!("no AVX2 and FMA: nothing to check here");
+            return;
+        }
+        // Sizes around the tile and block edges, and k across two passes.
+        for &(m, n, k) in &[(1, 1, 1), (6, 16, 4), (7, 17, 5), (13, 33, 300), (150, 40, 257), (5, 4100, 3), (64, 20, 0)]
+        {
+            for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
+                for &threads in &[1, 2] {
+                    for &accumulate in &[false, true] {
+                        let a = values(m * k, 1);
+                        let b = values(k * n, 2);
+                        let (ars, acs) = if ta { (1, m) } else { (k, 1) };
+                        let (brs, bcs) = if tb { (1, k) } else { (n, 1) };
+                        let start = values(m * n, 3);
+                        let mut c = start.clone();
+                        // SAFETY: the buffers have exactly the sizes named, with those strides.
+                        unsafe {
+                            sgemm(
+                                (m, n, k),
+                                c.as_mut_ptr(),
+                                n,
+                                accumulate,
+                                MatRef { ptr: a.as_ptr(), rs: ars as isize, cs: acs as isize },
+                                MatRef { ptr: b.as_ptr(), rs: brs as isize, cs: bcs as isize },
+                                threads,
+                            )
+                        };
+                        let want = reference(m, n, k, &a, ars, acs, &b, brs, bcs);
+                        for (idx, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                            let w = w + if accumulate { start[idx] as f64 } else { 0.0 };
+                            assert!(
+                                (got as f64 - w).abs() <= 1e-5 * (k as f64).sqrt().max(1.0) + 1e-6,
+                                "{m}x{n}x{k} ta={ta} tb={tb} threads={threads} acc={accumulate}: element {idx} is {got}, want {w}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn writes_nothing_outside_the_rows_and_columns_named() {
+        if !available() {
+            return;
+        }
+        // c is a 9 x 19 window (row stride 24) of a larger buffer: the rest keeps its sentinel.
+        let (m, n, k, ldc) = (9, 19, 11, 24);
+        let a = values(m * k, 4);
+        let b = values(k * n, 5);
+        let mut c = vec![7.0f32; (m + 1) * ldc];
+        // SAFETY: the window lies inside the buffer; a and b have the sizes named.
+        unsafe {
+            sgemm(
+                (m, n, k),
+                c.as_mut_ptr(),
+                ldc,
+                false,
+                MatRef { ptr: a.as_ptr(), rs: k as isize, cs: 1 },
+                MatRef { ptr: b.as_ptr(), rs: n as isize, cs: 1 },
+                2,
+            )
+        };
+        for (idx, &v) in c.iter().enumerate() {
+            let (i, j) = (idx / ldc, idx % ldc);
+            if i >= m || j >= n {
+                assert_eq!(v, 7.0, "element ({i}, {j}) outside the window was written");
+            }
+        }
+    }
+}
