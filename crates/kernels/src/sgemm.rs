@@ -216,6 +216,12 @@ unsafe fn pack_sliver<const W: usize>(x: MatRef, i0: usize, w: usize, p0: usize,
             }
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if x.cs == 1 {
+            // Each row is contiguous: 8 x 8 blocks transposed in registers.
+            x86::pack_transposed::<W>(base, x.rs, w, kc, dst);
+            return;
+        }
         for i in 0..W {
             if i < w {
                 let row = base.offset(i as isize * x.rs);
@@ -330,6 +336,80 @@ mod x86 {
                 }
                 _mm256_storeu_ps(out, v0);
                 _mm256_storeu_ps(out.add(8), v1);
+            }
+        }
+    }
+
+    /// `dst[p * W + i] = rows[i * rs + p]` for `i < w` (zero for `w <= i < W`), `p < kc`, with
+    /// `W` 6 or 16: 8 x 8 blocks transposed with unpacks, shuffles and lane permutes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pack_transposed<const W: usize>(
+        rows: *const f32,
+        rs: isize,
+        w: usize,
+        kc: usize,
+        dst: *mut f32,
+    ) {
+        // SAFETY (whole body): rows i < w hold kc floats from `rows + i * rs`; dst holds kc * W.
+        unsafe {
+            let halves = W.div_ceil(8);
+            let full = kc / 8 * 8;
+            for h in 0..halves {
+                let row = |r: usize, p: usize| {
+                    let i = h * 8 + r;
+                    if i < w && i < W {
+                        _mm256_loadu_ps(rows.offset(i as isize * rs + p as isize))
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                };
+                for p in (0..full).step_by(8) {
+                    let t0 = _mm256_unpacklo_ps(row(0, p), row(1, p));
+                    let t1 = _mm256_unpackhi_ps(row(0, p), row(1, p));
+                    let t2 = _mm256_unpacklo_ps(row(2, p), row(3, p));
+                    let t3 = _mm256_unpackhi_ps(row(2, p), row(3, p));
+                    let t4 = _mm256_unpacklo_ps(row(4, p), row(5, p));
+                    let t5 = _mm256_unpackhi_ps(row(4, p), row(5, p));
+                    let t6 = _mm256_unpacklo_ps(row(6, p), row(7, p));
+                    let t7 = _mm256_unpackhi_ps(row(6, p), row(7, p));
+                    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                    // Column j of the block: rows 0..8 at step p + j.
+                    let cols = [
+                        _mm256_permute2f128_ps::<0x20>(u0, u4),
+                        _mm256_permute2f128_ps::<0x20>(u1, u5),
+                        _mm256_permute2f128_ps::<0x20>(u2, u6),
+                        _mm256_permute2f128_ps::<0x20>(u3, u7),
+                        _mm256_permute2f128_ps::<0x31>(u0, u4),
+                        _mm256_permute2f128_ps::<0x31>(u1, u5),
+                        _mm256_permute2f128_ps::<0x31>(u2, u6),
+                        _mm256_permute2f128_ps::<0x31>(u3, u7),
+                    ];
+                    for (j, col) in cols.into_iter().enumerate() {
+                        let out = dst.add((p + j) * W + h * 8);
+                        if W >= 8 {
+                            _mm256_storeu_ps(out, col);
+                        } else {
+                            // Six rows: four and two values, nothing past the group.
+                            _mm_storeu_ps(out, _mm256_castps256_ps128(col));
+                            _mm_storel_epi64(
+                                out.add(4) as *mut __m128i,
+                                _mm_castps_si128(_mm256_extractf128_ps::<1>(col)),
+                            );
+                        }
+                    }
+                }
+            }
+            for p in full..kc {
+                for i in 0..W {
+                    *dst.add(p * W + i) = if i < w { *rows.offset(i as isize * rs + p as isize) } else { 0.0 };
+                }
             }
         }
     }
