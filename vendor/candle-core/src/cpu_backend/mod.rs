@@ -973,6 +973,25 @@ fn copy2d_<T: Copy>(
 }
 
 fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
+    // Broadcast along the innermost dimensions (e.g. the gradient of a sum, one value for every
+    // element): runs of one repeated value, filled, instead of one index computation per element.
+    let (dims, stride) = (src_l.dims(), src_l.stride());
+    let inner = stride.iter().rev().take_while(|&&s| s == 0).count();
+    let run: usize = dims[dims.len() - inner..].iter().product();
+    if inner > 0 && run >= 8 {
+        let outer = dims.len() - inner;
+        let outer_l = Layout::new(
+            crate::Shape::from(dims[..outer].to_vec()),
+            stride[..outer].to_vec(),
+            src_l.start_offset(),
+        );
+        let n = outer_l.shape().elem_count() * run;
+        let dst = &mut dst[dst_offset..dst_offset + n];
+        for (chunk, src_index) in dst.chunks_exact_mut(run).zip(outer_l.strided_index()) {
+            chunk.fill(src[src_index]);
+        }
+        return;
+    }
     match src_l.strided_blocks() {
         crate::StridedBlocks::SingleBlock { start_offset, len } => dst
             [dst_offset..dst_offset + len]
