@@ -209,10 +209,12 @@ unsafe fn pack_sliver<const W: usize>(x: MatRef, i0: usize, w: usize, p0: usize,
     // that dst holds kc * W floats.
     unsafe {
         let base = x.ptr.offset(i0 as isize * x.rs + p0 as isize * x.cs);
-        if x.rs == 1 && w == W {
-            // The sliver's rows are contiguous in memory: each group is one copy.
+        if x.rs == 1 {
+            // The sliver's rows are contiguous in memory: each group is one copy (and zeros past
+            // the last row).
             for p in 0..kc {
-                std::ptr::copy_nonoverlapping(base.offset(p as isize * x.cs), dst.add(p * W), W);
+                std::ptr::copy_nonoverlapping(base.offset(p as isize * x.cs), dst.add(p * W), w);
+                std::ptr::write_bytes(dst.add(p * W + w), 0, W - w);
             }
             return;
         }
