@@ -24,6 +24,10 @@ const MC: usize = 144;
 /// Columns of a packed right panel.
 const NC: usize = 4080;
 
+/// Multiply-adds below which a product runs on one thread whatever it is given (about 40 us
+/// of one core's work).
+const PARALLEL_WORK: usize = 1 << 22;
+
 /// A matrix read through strides: element `(i, j)` is at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MatRef {
@@ -140,7 +144,8 @@ unsafe fn blocked(
     let pa = aligned(&mut bufs.0, m_slivers * MR * kc);
     let pb = aligned(&mut bufs.1, nc * kc);
     let (pa, pb, cp) = (Shared(pa), Shared(pb), Shared(c));
-    let threads = threads.max(1);
+    // Sharing out costs a wake-up and a few synchronisations: small products run on one thread.
+    let threads = if m * n * k < PARALLEL_WORK { 1 } else { threads.max(1) };
     // The right operand is packed through its transpose, as the left one is.
     let bt = MatRef { ptr: b.ptr, rs: b.cs, cs: b.rs };
     for jc in (0..n).step_by(nc) {
