@@ -35,6 +35,16 @@ pub(crate) struct MatRef {
     pub rs: isize,
     pub cs: isize,
 }
+impl MatRef {
+    /// The view starting at element `(i, j)`.
+    ///
+    /// # Safety
+    /// Element `(i, j)` must lie inside the matrix.
+    unsafe fn from(self, i: usize, j: usize) -> Self {
+        // SAFETY: the caller's contract.
+        Self { ptr: unsafe { self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }, ..self }
+    }
+}
 // SAFETY: a view for reading only; the callers of `sgemm` keep the data alive and unchanged.
 unsafe impl Send for MatRef {}
 // SAFETY: as above.
@@ -113,94 +123,167 @@ pub(crate) unsafe fn sgemm(
         }
         return;
     }
-    let run = |bufs: &mut (Vec<f32>, Vec<f32>)| {
+    // Sharing out costs a wake-up and a synchronisation: small products run on one thread.
+    let threads = if m * n * k < PARALLEL_WORK { 1 } else { threads.max(1) };
+    let (cp, m_slivers, n_slivers) = (Shared(c), m.div_ceil(MR), n.div_ceil(NR));
+    if threads == 1 {
         // SAFETY: forwarded from the caller's contract.
-        unsafe { blocked((m, n, k), c, ldc, accumulate, a, b, threads, bufs) }
-    };
-    // A rayon thread waiting inside a parallel section may take up another product: that one
-    // allocates its own buffers.
+        unsafe {
+            with_buffers(|bufs| rectangle((m, n, k), cp, ldc, accumulate, a, b, (0, m_slivers), (0, n_slivers), bufs))
+        };
+        return;
+    }
+    // Rectangles of whole left blocks by chunks of column slivers, about two per thread (taken as
+    // the threads come free), each running its own passes over k with its own packing: one
+    // synchronisation per product. Splitting the rows packs the right operand once per
+    // rectangle row, splitting the columns the left one once per rectangle column.
+    let row_blocks = m_slivers.div_ceil(MC / MR);
+    let target = 2 * threads;
+    let row_groups = row_blocks.min(target);
+    let col_groups = target.div_ceil(row_groups).min(n_slivers);
+    if row_groups * col_groups < threads && k >= 2 * KC {
+        // Too few output tiles for the threads (a deep product with a small result): the passes
+        // over k are shared out instead, into separate sums added in a fixed order.
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { split_k((m, n, k), cp, ldc, accumulate, a, b, threads) };
+        return;
+    }
+    let rows_per = m_slivers.div_ceil(row_groups).next_multiple_of(MC / MR).min(m_slivers);
+    let cols_per = n_slivers.div_ceil(col_groups);
+    let (row_groups, col_groups) = (m_slivers.div_ceil(rows_per), n_slivers.div_ceil(cols_per));
+    crate::util::self_scheduled(
+        row_groups * col_groups,
+        || (),
+        |_, t| {
+            let (rg, cg) = (t / col_groups, t % col_groups);
+            let rows = (rg * rows_per, ((rg + 1) * rows_per).min(m_slivers));
+            let cols = (cg * cols_per, ((cg + 1) * cols_per).min(n_slivers));
+            // SAFETY: the rectangles are disjoint, so each tile of c has one writer.
+            unsafe { with_buffers(|bufs| rectangle((m, n, k), cp, ldc, accumulate, a, b, rows, cols, bufs)) };
+        },
+    );
+}
+
+/// Runs `f` with this thread's packing buffers (fresh ones if they are in use: a rayon thread
+/// waiting inside a parallel section may take up another product).
+fn with_buffers(f: impl FnOnce(&mut (Vec<f32>, Vec<f32>))) {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut bufs) => run(&mut bufs),
-        Err(_) => run(&mut (Vec::new(), Vec::new())),
+        Ok(mut bufs) => f(&mut bufs),
+        Err(_) => f(&mut (Vec::new(), Vec::new())),
     });
 }
 
-/// The blocked loops of [`sgemm`], with `bufs` as packing space.
-#[allow(clippy::too_many_arguments)]
-unsafe fn blocked(
+/// The passes over k shared out to `threads` tasks: the first adds into `c` (or writes it), the
+/// others into zeroed sums of their own, which are then added to `c` in the tasks' order.
+///
+/// # Safety
+/// As [`sgemm`].
+unsafe fn split_k(
     (m, n, k): (usize, usize, usize),
-    c: *mut f32,
+    c: Shared<*mut f32>,
     ldc: usize,
     accumulate: bool,
     a: MatRef,
     b: MatRef,
     threads: usize,
+) {
+    let per = k.div_ceil(threads).next_multiple_of(KC).min(k);
+    let parts = k.div_ceil(per);
+    let (ms, ns) = (m.div_ceil(MR), n.div_ceil(NR));
+    let sums = crate::util::self_scheduled(
+        parts,
+        || (),
+        |_, t| {
+            let (p0, p1) = (t * per, ((t + 1) * per).min(k));
+            // Operands shifted to the part's first column of a and first row of b.
+            // SAFETY: p0 < k, so both shifted views stay inside the operands.
+            let (ap, bp) = unsafe { (a.from(0, p0), b.from(p0, 0)) };
+            if t == 0 {
+                // SAFETY: only this task writes c.
+                unsafe {
+                    with_buffers(|bufs| rectangle((m, n, p1 - p0), c, ldc, accumulate, ap, bp, (0, ms), (0, ns), bufs))
+                };
+                None
+            } else {
+                let mut sum = vec![0f32; m * n];
+                let own = Shared(sum.as_mut_ptr());
+                // SAFETY: `sum` is this task's own m x n buffer (row stride n).
+                unsafe {
+                    with_buffers(|bufs| rectangle((m, n, p1 - p0), own, n, false, ap, bp, (0, ms), (0, ns), bufs))
+                };
+                Some(sum)
+            }
+        },
+    );
+    for sum in sums.into_iter().flatten() {
+        for i in 0..m {
+            // SAFETY: row i of c holds n writable elements, and no task is running any more.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.get().add(i * ldc), n) };
+            for (d, v) in row.iter_mut().zip(&sum[i * n..(i + 1) * n]) {
+                *d += *v;
+            }
+        }
+    }
+}
+
+/// The tiles of `c` in left slivers `rows.0..rows.1` and right slivers `cols.0..cols.1`: for each
+/// panel of up to `NC` columns and each pass over k, the panel is packed, then each block of up to
+/// `MC` rows, whose tiles are then multiplied.
+///
+/// # Safety
+/// As [`sgemm`]; no other thread writes the tiles named.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rectangle(
+    (m, n, k): (usize, usize, usize),
+    c: Shared<*mut f32>,
+    ldc: usize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    rows: (usize, usize),
+    cols: (usize, usize),
     bufs: &mut (Vec<f32>, Vec<f32>),
 ) {
     // Even splits: k = 300 runs as 150 + 150 rather than 256 + 44.
     let kc = k.div_ceil(k.div_ceil(KC));
-    let nc = n.div_ceil(n.div_ceil(NC)).next_multiple_of(NR);
-    let m_slivers = m.div_ceil(MR);
-    let pa = aligned(&mut bufs.0, m_slivers * MR * kc);
-    let pb = aligned(&mut bufs.1, nc * kc);
-    let (pa, pb, cp) = (Shared(pa), Shared(pb), Shared(c));
-    // Sharing out costs a wake-up and a few synchronisations: small products run on one thread.
-    let threads = if m * n * k < PARALLEL_WORK { 1 } else { threads.max(1) };
+    let panel = (NC / NR).min(cols.1 - cols.0);
+    let block = MC / MR;
+    let pa = aligned(&mut bufs.0, block * MR * kc);
+    let pb = aligned(&mut bufs.1, panel * NR * kc);
     // The right operand is packed through its transpose, as the left one is.
     let bt = MatRef { ptr: b.ptr, rs: b.cs, cs: b.rs };
-    for jc in (0..n).step_by(nc) {
-        let ncur = nc.min(n - jc);
-        let n_slivers = ncur.div_ceil(NR);
+    for q0 in (cols.0..cols.1).step_by(panel) {
+        let q1 = (q0 + panel).min(cols.1);
         for pc in (0..k).step_by(kc) {
             let kcur = kc.min(k - pc);
             let load = accumulate || pc > 0;
-            let pack_b = |s: usize| {
-                let j0 = jc + s * NR;
-                // SAFETY: sliver s of the panel lies within the buffer sized for nc * kc, and
-                // the columns read are < n, the rows < k.
-                unsafe { pack_sliver::<NR>(bt, j0, NR.min(n - j0), pc, kcur, pb.get().add(s * NR * kcur)) }
-            };
-            let pack_a = |s: usize| {
-                let i0 = s * MR;
-                // SAFETY: as for the right panel, with the rows < m.
-                unsafe { pack_sliver::<MR>(a, i0, MR.min(m - i0), pc, kcur, pa.get().add(s * MR * kcur)) };
-            };
-            let block_slivers = MC / MR;
-            let row_blocks = m_slivers.div_ceil(block_slivers);
-            // Enough tasks for the threads to balance, each still a whole left block.
-            let col_chunks = if threads > 1 { (4 * threads).div_ceil(row_blocks).clamp(1, n_slivers) } else { 1 };
-            let chunk = n_slivers.div_ceil(col_chunks);
-            let col_chunks = n_slivers.div_ceil(chunk);
-            let task = |t: usize| {
-                let (rb, cb) = (t / col_chunks, t % col_chunks);
-                let (s0, s1) = (rb * block_slivers, ((rb + 1) * block_slivers).min(m_slivers));
-                let (q0, q1) = (cb * chunk, ((cb + 1) * chunk).min(n_slivers));
+            for q in q0..q1 {
+                let j0 = q * NR;
+                // SAFETY: sliver q - q0 lies within the buffer sized for `panel` slivers; the
+                // columns read are < n, the rows < k.
+                unsafe { pack_sliver::<NR>(bt, j0, NR.min(n - j0), pc, kcur, pb.add((q - q0) * NR * kcur)) };
+            }
+            for s0 in (rows.0..rows.1).step_by(block) {
+                let s1 = (s0 + block).min(rows.1);
+                for s in s0..s1 {
+                    let i0 = s * MR;
+                    // SAFETY: as for the right panel, with the rows < m.
+                    unsafe { pack_sliver::<MR>(a, i0, MR.min(m - i0), pc, kcur, pa.add((s - s0) * MR * kcur)) };
+                }
                 for q in q0..q1 {
-                    let j0 = jc + q * NR;
+                    let j0 = q * NR;
                     let nr = NR.min(n - j0);
-                    // SAFETY: the packed slivers were written above; the tile of c is in range
-                    // and written by this task only.
+                    // SAFETY: the packed slivers were written above; the tile of c is in range and
+                    // written by this caller only.
                     unsafe {
-                        let bs = pb.get().add(q * NR * kcur);
+                        let bs = pb.add((q - q0) * NR * kcur);
                         for s in s0..s1 {
                             let i0 = s * MR;
-                            let mr = MR.min(m - i0);
-                            let tile = cp.get().add(i0 * ldc + j0);
-                            tile_product(kcur, pa.get().add(s * MR * kcur), bs, tile, ldc, load, mr, nr);
+                            let tile = c.get().add(i0 * ldc + j0);
+                            tile_product(kcur, pa.add((s - s0) * MR * kcur), bs, tile, ldc, load, MR.min(m - i0), nr);
                         }
                     }
                 }
-            };
-            let tasks = row_blocks * col_chunks;
-            if threads > 1 && tasks > 1 {
-                use rayon::prelude::*;
-                (0..n_slivers).into_par_iter().for_each(pack_b);
-                (0..m_slivers).into_par_iter().for_each(pack_a);
-                crate::util::self_scheduled(tasks, || (), |_, t| task(t));
-            } else {
-                (0..n_slivers).for_each(pack_b);
-                (0..m_slivers).for_each(pack_a);
-                (0..tasks).for_each(task);
             }
         }
     }
@@ -217,9 +300,18 @@ unsafe fn pack_sliver<const W: usize>(x: MatRef, i0: usize, w: usize, p0: usize,
         if x.rs == 1 {
             // The sliver's rows are contiguous in memory: each group is one copy (and zeros past
             // the last row).
-            for p in 0..kc {
-                std::ptr::copy_nonoverlapping(base.offset(p as isize * x.cs), dst.add(p * W), w);
-                std::ptr::write_bytes(dst.add(p * W + w), 0, W - w);
+            if w == W {
+                // A constant length: moved in registers, not through `memcpy`.
+                for p in 0..kc {
+                    std::ptr::copy_nonoverlapping(base.offset(p as isize * x.cs), dst.add(p * W), W);
+                }
+            } else {
+                for p in 0..kc {
+                    let src = base.offset(p as isize * x.cs);
+                    for i in 0..W {
+                        *dst.add(p * W + i) = if i < w { *src.add(i) } else { 0.0 };
+                    }
+                }
             }
             return;
         }
@@ -467,9 +559,22 @@ mod tests {
             eprintln!("no AVX2 and FMA: nothing to check here");
             return;
         }
-        // Sizes around the tile and block edges, and k across two passes.
-        for &(m, n, k) in &[(1, 1, 1), (6, 16, 4), (7, 17, 5), (13, 33, 300), (150, 40, 257), (5, 4100, 3), (64, 20, 0)]
-        {
+        // Sizes around the tile and block edges, and k across two passes; the last four above the
+        // size shared out to threads: rectangles of rows and columns, and deep products whose
+        // passes over k are shared out.
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (6, 16, 4),
+            (7, 17, 5),
+            (13, 33, 300),
+            (150, 40, 257),
+            (5, 4100, 3),
+            (64, 20, 0),
+            (300, 200, 100),
+            (13, 500, 1000),
+            (6, 16, 50000),
+            (5, 9, 90000),
+        ] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 for &threads in &[1, 2] {
                     for &accumulate in &[false, true] {
