@@ -125,12 +125,11 @@ pub(crate) unsafe fn sgemm(
     }
     // Sharing out costs a wake-up and a synchronisation: small products run on one thread.
     let threads = if m * n * k < PARALLEL_WORK { 1 } else { threads.max(1) };
-    let (cp, m_slivers, n_slivers) = (Shared(c), m.div_ceil(MR), n.div_ceil(NR));
+    let (m_slivers, n_slivers) = (m.div_ceil(MR), n.div_ceil(NR));
+    let product = Product { m, n, k, c: Shared(c), ldc, accumulate, a, b };
     if threads == 1 {
         // SAFETY: forwarded from the caller's contract.
-        unsafe {
-            with_buffers(|bufs| rectangle((m, n, k), cp, ldc, accumulate, a, b, (0, m_slivers), (0, n_slivers), bufs))
-        };
+        unsafe { product.run_all() };
         return;
     }
     // Rectangles of whole left blocks by chunks of column slivers, about two per thread (taken as
@@ -145,7 +144,7 @@ pub(crate) unsafe fn sgemm(
         // Too few output tiles for the threads (a deep product with a small result): the passes
         // over k are shared out instead, into separate sums added in a fixed order.
         // SAFETY: forwarded from the caller's contract.
-        unsafe { split_k((m, n, k), cp, ldc, accumulate, a, b, threads) };
+        unsafe { split_k(product, threads) };
         return;
     }
     let rows_per = m_slivers.div_ceil(row_groups).next_multiple_of(MC / MR).min(m_slivers);
@@ -159,18 +158,48 @@ pub(crate) unsafe fn sgemm(
             let rows = (rg * rows_per, ((rg + 1) * rows_per).min(m_slivers));
             let cols = (cg * cols_per, ((cg + 1) * cols_per).min(n_slivers));
             // SAFETY: the rectangles are disjoint, so each tile of c has one writer.
-            unsafe { with_buffers(|bufs| rectangle((m, n, k), cp, ldc, accumulate, a, b, rows, cols, bufs)) };
+            unsafe { product.run(rows, cols) };
         },
     );
 }
 
-/// Runs `f` with this thread's packing buffers (fresh ones if they are in use: a rayon thread
-/// waiting inside a parallel section may take up another product).
-fn with_buffers(f: impl FnOnce(&mut (Vec<f32>, Vec<f32>))) {
-    BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut bufs) => f(&mut bufs),
-        Err(_) => f(&mut (Vec::new(), Vec::new())),
-    });
+/// One product `c [m, n] = (accumulate ? c : 0) + a [m, k] b [k, n]`, as [`sgemm`] takes it.
+#[derive(Clone, Copy)]
+struct Product {
+    m: usize,
+    n: usize,
+    k: usize,
+    c: Shared<*mut f32>,
+    ldc: usize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+}
+
+impl Product {
+    /// The tiles in left slivers `rows.0..rows.1` and right slivers `cols.0..cols.1` (see
+    /// [`rectangle`]), with this thread's packing buffers, or fresh ones if they are in use (a
+    /// rayon thread waiting inside a parallel section may take up another product).
+    ///
+    /// # Safety
+    /// As [`sgemm`]; no other thread writes the tiles named.
+    unsafe fn run(self, rows: (usize, usize), cols: (usize, usize)) {
+        BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            // SAFETY: forwarded.
+            Ok(mut bufs) => unsafe { rectangle(self, rows, cols, &mut bufs) },
+            // SAFETY: forwarded.
+            Err(_) => unsafe { rectangle(self, rows, cols, &mut (Vec::new(), Vec::new())) },
+        });
+    }
+
+    /// Every tile, on this thread.
+    ///
+    /// # Safety
+    /// As [`sgemm`]; no other thread writes `c`.
+    unsafe fn run_all(self) {
+        // SAFETY: forwarded.
+        unsafe { self.run((0, self.m.div_ceil(MR)), (0, self.n.div_ceil(NR))) }
+    }
 }
 
 /// The passes over k shared out to `threads` tasks: the first adds into `c` (or writes it), the
@@ -178,18 +207,10 @@ fn with_buffers(f: impl FnOnce(&mut (Vec<f32>, Vec<f32>))) {
 ///
 /// # Safety
 /// As [`sgemm`].
-unsafe fn split_k(
-    (m, n, k): (usize, usize, usize),
-    c: Shared<*mut f32>,
-    ldc: usize,
-    accumulate: bool,
-    a: MatRef,
-    b: MatRef,
-    threads: usize,
-) {
+unsafe fn split_k(whole: Product, threads: usize) {
+    let Product { m, n, k, c, ldc, a, b, .. } = whole;
     let per = k.div_ceil(threads).next_multiple_of(KC).min(k);
     let parts = k.div_ceil(per);
-    let (ms, ns) = (m.div_ceil(MR), n.div_ceil(NR));
     let sums = crate::util::self_scheduled(
         parts,
         || (),
@@ -197,20 +218,16 @@ unsafe fn split_k(
             let (p0, p1) = (t * per, ((t + 1) * per).min(k));
             // Operands shifted to the part's first column of a and first row of b.
             // SAFETY: p0 < k, so both shifted views stay inside the operands.
-            let (ap, bp) = unsafe { (a.from(0, p0), b.from(p0, 0)) };
+            let part = unsafe { Product { k: p1 - p0, a: a.from(0, p0), b: b.from(p0, 0), ..whole } };
             if t == 0 {
                 // SAFETY: only this task writes c.
-                unsafe {
-                    with_buffers(|bufs| rectangle((m, n, p1 - p0), c, ldc, accumulate, ap, bp, (0, ms), (0, ns), bufs))
-                };
+                unsafe { part.run_all() };
                 None
             } else {
                 let mut sum = vec![0f32; m * n];
-                let own = Shared(sum.as_mut_ptr());
+                let own = Product { c: Shared(sum.as_mut_ptr()), ldc: n, accumulate: false, ..part };
                 // SAFETY: `sum` is this task's own m x n buffer (row stride n).
-                unsafe {
-                    with_buffers(|bufs| rectangle((m, n, p1 - p0), own, n, false, ap, bp, (0, ms), (0, ns), bufs))
-                };
+                unsafe { own.run_all() };
                 Some(sum)
             }
         },
@@ -232,18 +249,8 @@ unsafe fn split_k(
 ///
 /// # Safety
 /// As [`sgemm`]; no other thread writes the tiles named.
-#[allow(clippy::too_many_arguments)]
-unsafe fn rectangle(
-    (m, n, k): (usize, usize, usize),
-    c: Shared<*mut f32>,
-    ldc: usize,
-    accumulate: bool,
-    a: MatRef,
-    b: MatRef,
-    rows: (usize, usize),
-    cols: (usize, usize),
-    bufs: &mut (Vec<f32>, Vec<f32>),
-) {
+unsafe fn rectangle(p: Product, rows: (usize, usize), cols: (usize, usize), bufs: &mut (Vec<f32>, Vec<f32>)) {
+    let Product { m, n, k, c, ldc, accumulate, a, b } = p;
     // Even splits: k = 300 runs as 150 + 150 rather than 256 + 44.
     let kc = k.div_ceil(k.div_ceil(KC));
     let panel = (NC / NR).min(cols.1 - cols.0);
