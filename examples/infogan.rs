@@ -73,6 +73,12 @@ struct TrainArgs {
     /// ties the categorical code to digit identity more often).
     #[arg(long, default_value_t = 1.0)]
     noise_range: f64,
+    /// Weight of a jitter-invariance term beside L_I (0: off, as in the paper): Q must also read
+    /// each generated image's category after a small random rotation, shear, scale and shift, in
+    /// D's update and, through the warp, in G's; a category told apart by slant or size alone
+    /// does not survive it. Beyond the paper.
+    #[arg(long, default_value_t = 0.0)]
+    invariance_weight: f64,
     /// D and Q as in the authors' code rather than the zoo's default: leaky ReLU slope 0.01
     /// instead of 0.2, and D reads [0, 1] pixels instead of [-1, 1] (the paper states neither).
     #[arg(long)]
@@ -149,6 +155,7 @@ fn train(a: TrainArgs) -> Result<()> {
         info_weight: a.info_weight,
         continuous_weight: a.continuous_weight,
         noise_range: a.noise_range,
+        invariance_weight: a.invariance_weight,
         ..if a.authors_code { InfoGanConfig::mnist_authors_code() } else { InfoGanConfig::mnist() }
     };
     let data = a.data.load(Split::Train)?;

@@ -36,6 +36,20 @@ impl ZooRng {
         Self::new(seed ^ h.rotate_left(17))
     }
 
+    /// A generator keyed by the values of a tensor (its first 64 elements, read as f32) and a
+    /// label: the same tensor gives the same stream, so draws made inside a loss from the step's
+    /// own inputs repeat exactly when a run resumes.
+    pub fn keyed(values: &Tensor, label: &str) -> Result<Self> {
+        let seed = values
+            .flatten_all()?
+            .narrow(0, 0, values.elem_count().min(64))?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?
+            .iter()
+            .fold(0x9e37_79b9_7f4a_7c15u64, |h, v| (h ^ v.to_bits() as u64).wrapping_mul(0x0000_0100_0000_01b3));
+        Ok(Self::derive(seed, label))
+    }
+
     /// The exact generator state as JSON (seed, stream and position), for checkpoints.
     pub fn state(&self) -> String {
         serde_json::to_string(self).expect("ChaCha state always serialises")

@@ -142,13 +142,7 @@ impl AcGan {
     pub fn mode_seeking_ratio(&self, latents: &Tensor, fake: &Tensor) -> Result<Tensor> {
         let n = latents.dim(0)?;
         let z1 = latents.narrow(1, 0, self.cfg.noise_dim)?;
-        let seed = z1
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .iter()
-            .take(64)
-            .fold(0x9e37_79b9_7f4a_7c15u64, |h, v| (h ^ v.to_bits() as u64).wrapping_mul(0x0000_0100_0000_01b3));
-        let z2 = ZooRng::derive(seed, "msgan-z2").uniform(z1.dims(), -1.0, 1.0, DType::F32, latents.device())?;
+        let z2 = ZooRng::keyed(&z1, "msgan-z2")?.uniform(z1.dims(), -1.0, 1.0, DType::F32, latents.device())?;
         let labels = latents.narrow(1, self.cfg.noise_dim, self.cfg.classes)?;
         let fake2 = self.generator.forward_t(&Tensor::cat(&[&z2, &labels], 1)?, true)?;
         let d_image = (&fake2 - fake)?.abs()?.mean_all()?;

@@ -23,6 +23,7 @@ use candle_nn::{ModuleT, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use zoo_core::checkpoint::ZooModel;
 use zoo_core::loss::{bce_with_logits, cross_entropy};
+use zoo_core::nn::AffineJitter;
 use zoo_core::nn::BatchNorm;
 use zoo_core::nn::Conv2d;
 use zoo_core::nn::Linear;
@@ -62,6 +63,15 @@ pub struct InfoGanConfig {
     /// generator emits (the authors' code). Configurations written before it read as `true`.
     #[serde(default = "signed")]
     pub signed_input: bool,
+    /// Weight of the jitter-invariance term (0: off, as in the paper): Q must also read each
+    /// generated image's category after a small random rotation, shear, scale and shift
+    /// ([`InfoGanConfig::jitter`]), in D's update and, through the warp, in G's. A category that
+    /// G tells apart by slant or size alone cannot survive the jitter. Beyond the paper.
+    #[serde(default)]
+    pub invariance_weight: f64,
+    /// The jitter's ranges for the invariance term.
+    #[serde(default)]
+    pub jitter: AffineJitter,
 }
 
 fn unit_range() -> f64 {
@@ -90,6 +100,8 @@ impl InfoGanConfig {
             noise_range: 1.0,
             leaky_slope: 0.2,
             signed_input: true,
+            invariance_weight: 0.0,
+            jitter: AffineJitter::digits(),
         }
     }
 
@@ -215,6 +227,9 @@ impl ZooModel for InfoGan {
         if !(0.0..1.0).contains(&cfg.leaky_slope) {
             bail!("the leaky ReLU slope must lie in [0, 1), got {}", cfg.leaky_slope);
         }
+        if !(cfg.invariance_weight.is_finite() && cfg.invariance_weight >= 0.0) {
+            bail!("the invariance weight must be a number >= 0, got {}", cfg.invariance_weight);
+        }
         if cfg.categories < 2 {
             bail!("the categorical code needs at least 2 categories, got {}", cfg.categories);
         }
@@ -306,6 +321,20 @@ impl InfoGan {
         rng.uniform((n, d), -r, r, DType::F32, dev)
     }
 
+    /// The invariance term's cross-entropy: Q's categorical logits of `aux` (the outputs on
+    /// jittered copies of the generated images) against the categories in `latents`, times
+    /// [`InfoGanConfig::invariance_weight`]; `None` when the term is off.
+    fn invariance_loss(&self, latents: &Tensor, fake: &Tensor, player: &str, fixed: bool) -> Result<Option<Tensor>> {
+        if self.cfg.invariance_weight == 0.0 {
+            return Ok(None);
+        }
+        let mut rng = ZooRng::keyed(latents, &format!("infogan-jitter-{player}"))?;
+        let jittered = self.cfg.jitter.apply(fake, &mut rng)?;
+        let out = if fixed { self.discriminate_fixed(&jittered)? } else { self.discriminate(&jittered, true)? };
+        let ce = cross_entropy(&out.code_logits, &self.codes(latents)?.category)?;
+        Ok(Some((ce * self.cfg.invariance_weight)?))
+    }
+
     /// Q's categorical code of images (evaluation mode): the code as an unsupervised classifier.
     pub fn infer_category(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.discriminate(x, false)?.code_logits.argmax(1)?)
@@ -350,13 +379,21 @@ impl Adversarial for InfoGan {
         let gan = (bce_with_logits(&r.logits, &r.logits.ones_like()?)?
             + bce_with_logits(&f.logits, &f.logits.zeros_like()?)?)?;
         let info = info_loss(&f, &self.codes(step.latents)?, self.cfg.continuous_weight)?;
-        let loss = (&gan + (&info * self.cfg.info_weight)?)?;
-        let metrics = vec![
+        let invariance = self.invariance_loss(step.latents, fake, "d", false)?;
+        let information = match &invariance {
+            Some(term) => (&info + term)?,
+            None => info.clone(),
+        };
+        let loss = (&gan + (&information * self.cfg.info_weight)?)?;
+        let mut metrics = vec![
             ("loss_d".into(), scalar(&loss)?),
             ("d_real".into(), scalar(&candle_nn::ops::sigmoid(&r.logits)?)?),
             ("d_fake".into(), scalar(&candle_nn::ops::sigmoid(&f.logits)?)?),
             ("info_loss".into(), scalar(&info)?),
         ];
+        if let Some(term) = invariance {
+            metrics.push(("invariance_loss".into(), scalar(&term)? / self.cfg.invariance_weight));
+        }
         Ok((loss, metrics))
     }
 
@@ -364,7 +401,10 @@ impl Adversarial for InfoGan {
         let f = self.discriminate_fixed(fake)?;
         // Non-saturating GAN loss plus the information term through G.
         let gan = bce_with_logits(&f.logits, &f.logits.ones_like()?)?;
-        let info = info_loss(&f, &self.codes(step.latents)?, self.cfg.continuous_weight)?;
+        let mut info = info_loss(&f, &self.codes(step.latents)?, self.cfg.continuous_weight)?;
+        if let Some(term) = self.invariance_loss(step.latents, fake, "g", true)? {
+            info = (info + term)?;
+        }
         let loss = (gan + (info * self.cfg.info_weight)?)?;
         Ok((loss.clone(), vec![("loss_g".into(), scalar(&loss)?)]))
     }
@@ -490,6 +530,37 @@ mod tests {
         assert_eq!((d, g), (Vec::<String>::new(), Vec::<String>::new()));
         let names: Vec<String> = m.varmap().data().lock().unwrap().keys().cloned().collect();
         assert!(names.iter().any(|n| n.starts_with("discriminator.q.")), "{names:?}");
+    }
+
+    #[test]
+    fn the_invariance_term_is_q_on_jittered_samples_and_trains_every_player() {
+        let dev = Device::Cpu;
+        let cfg = InfoGanConfig { invariance_weight: 0.5, ..InfoGanConfig::mnist_authors_code() };
+        let m = InfoGan::new(&cfg, &dev).unwrap();
+        zoo_core::init::init_dcgan(m.varmap(), &mut ZooRng::new(0)).unwrap();
+        let (d, g) = zoo_ebgan::adversarial::players_without_gradient(&m, 8, 1).unwrap();
+        assert_eq!((d, g), (Vec::<String>::new(), Vec::<String>::new()));
+        // G's loss with the term is G's loss without it plus lambda * w * CE(Q(jitter(G(z))), c1),
+        // the jitter drawn from the step's latents.
+        let z = m.latents(8, &mut ZooRng::new(4), &dev).unwrap();
+        let fake = m.generator.forward_t(&z, true).unwrap();
+        let x = zoo_data::Mnist::bundled_test_slice().unwrap().batch(&[0, 1, 2, 3, 4, 5, 6, 7], &dev).unwrap();
+        let batch = Batch { real: &x.0, labels: &x.1, latents: &z };
+        let with = scalar(&m.generator_loss(&batch, &fake).unwrap().0).unwrap();
+        let plain = InfoGan::new(&InfoGanConfig { invariance_weight: 0.0, ..cfg.clone() }, &dev).unwrap();
+        for ((_, a), (_, b)) in named_vars(m.varmap(), "").iter().zip(named_vars(plain.varmap(), "")) {
+            b.set(a.as_tensor()).unwrap();
+        }
+        let without = scalar(&plain.generator_loss(&batch, &fake).unwrap().0).unwrap();
+        let jittered = cfg.jitter.apply(&fake, &mut ZooRng::keyed(&z, "infogan-jitter-g").unwrap()).unwrap();
+        let ce = cross_entropy(&m.discriminate(&jittered, true).unwrap().code_logits, &m.codes(&z).unwrap().category);
+        let want = without + 0.5 * scalar(&ce.unwrap()).unwrap();
+        assert!((with - want).abs() < 1e-5 * want.abs().max(1.0), "{with} against {want}");
+        // The jitter moved the pixels, and D's update reports the term.
+        let moved = (&jittered - &fake).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(moved > 0.05, "{moved}");
+        let metrics = m.discriminator_loss(&batch, &fake.detach()).unwrap().1;
+        assert!(metrics.iter().any(|(k, v)| k == "invariance_loss" && *v > 0.0), "{metrics:?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod linear;
 mod lstm;
 mod sequential;
 mod softmax;
+mod warp;
 
 pub use attention::{causal_mask, MultiHeadAttention};
 pub use batch_norm::{batch_norm, BatchNorm};
@@ -24,6 +25,7 @@ pub use linear::{linear, linear_no_bias, Linear};
 pub use lstm::LstmCell;
 pub use sequential::{seq_t, Activation, SequentialT};
 pub use softmax::{log_softmax, softmax, softmax_last};
+pub use warp::{affine_warp, AffineJitter, AffineMap};
 /// Matrix product `[.., m, k] x [.., k, n]` as `Tensor::matmul`, on the CPU in f32 with the
 /// register-tiled kernel of zoo-kernels; see [`zoo_kernels::matmul`].
 pub use zoo_kernels::matmul;
