@@ -13,6 +13,10 @@
 //!   log-likelihood up to a constant). Q is trained with D (its variables are under
 //!   `discriminator.q`), G receives `L_I` through the generated batch.
 //!
+//! Beyond the paper, [`InfoGanConfig::invariance_weight`] adds a jitter-invariance term: Q must
+//! also read the category of each generated image after a small random affine warp, in D's
+//! update and (through the warp) in G's.
+//!
 //! D sees pixels mapped to `[-1, 1]` ([`zoo_ebgan::model::to_signed`]) and its leaky ReLUs have
 //! slope 0.2, as the zoo's other discriminators; the authors' code uses slope 0.01 and `[0, 1]`
 //! pixels, which [`InfoGanConfig::mnist_authors_code`] (`infogan train --authors-code`) selects.
@@ -230,6 +234,7 @@ impl ZooModel for InfoGan {
         if !(cfg.invariance_weight.is_finite() && cfg.invariance_weight >= 0.0) {
             bail!("the invariance weight must be a number >= 0, got {}", cfg.invariance_weight);
         }
+        cfg.jitter.check()?;
         if cfg.categories < 2 {
             bail!("the categorical code needs at least 2 categories, got {}", cfg.categories);
         }
@@ -321,9 +326,10 @@ impl InfoGan {
         rng.uniform((n, d), -r, r, DType::F32, dev)
     }
 
-    /// The invariance term's cross-entropy: Q's categorical logits of `aux` (the outputs on
-    /// jittered copies of the generated images) against the categories in `latents`, times
-    /// [`InfoGanConfig::invariance_weight`]; `None` when the term is off.
+    /// The invariance term: the cross-entropy of Q's categorical logits of jittered copies of the
+    /// generated images `fake` (the jitter drawn from `latents` and the `player`'s label) against
+    /// the categories in `latents`, times [`InfoGanConfig::invariance_weight`]; through D and Q
+    /// held fixed if `fixed` (G's update). `None` when the term is off.
     fn invariance_loss(&self, latents: &Tensor, fake: &Tensor, player: &str, fixed: bool) -> Result<Option<Tensor>> {
         if self.cfg.invariance_weight == 0.0 {
             return Ok(None);

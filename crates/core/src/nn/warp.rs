@@ -56,6 +56,21 @@ impl AffineJitter {
         Self { rotation_deg: 15.0, shear: 0.3, scale: 0.1, shift: 2.0 }
     }
 
+    /// An error unless every range is a finite number >= 0 and the scale's is below 1.
+    pub fn check(&self) -> Result<()> {
+        let ranges =
+            [("rotation_deg", self.rotation_deg), ("shear", self.shear), ("scale", self.scale), ("shift", self.shift)];
+        for (name, v) in ranges {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("the jitter's {name} range must be a number >= 0, got {v}");
+            }
+        }
+        if self.scale >= 1.0 {
+            bail!("the jitter's scale range must be below 1 (a scale of 1 - r must stay positive), got {}", self.scale);
+        }
+        Ok(())
+    }
+
     /// `n` random maps drawn from `rng`.
     pub fn sample(&self, n: usize, rng: &mut ZooRng) -> Vec<AffineMap> {
         let mut sym = |r: f64| (2.0 * rng.next_f64() - 1.0) * r;
@@ -230,6 +245,11 @@ mod tests {
             assert!((1.0 / 1.1f64.powi(2) - 1e-9..=1.0 / 0.9f64.powi(2) + 1e-9).contains(&det), "{det}");
             assert!(m.shift.iter().all(|s| s.abs() <= 2.0));
         }
+        assert!(j.check().is_ok());
+        let bad = AffineJitter { scale: 1.0, ..AffineJitter::digits() };
+        assert!(bad.check().unwrap_err().to_string().contains("scale"));
+        let bad = AffineJitter { rotation_deg: f64::NAN, ..AffineJitter::digits() };
+        assert!(bad.check().unwrap_err().to_string().contains("rotation_deg"));
         let x = grid(2, 1, 4, 4);
         assert!(affine_warp(&x, &[AffineMap::identity()]).unwrap_err().to_string().contains("1 maps for 2 images"));
         let flat = x.flatten_from(1).unwrap();
