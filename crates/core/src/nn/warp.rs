@@ -152,16 +152,18 @@ fn neighbours(maps: &[AffineMap], ch: usize, h: usize, w: usize) -> (Vec<u32>, V
             }
         }
         // Every channel of the image reads the same positions, offset within its own row.
-        let (first, rest) = index[base..base + ch * 4 * hw].split_at_mut(4 * hw);
-        for chunk in rest.chunks_mut(4 * hw) {
-            chunk.copy_from_slice(first);
-        }
-        let (first, rest) = weight[base..base + ch * 4 * hw].split_at_mut(4 * hw);
-        for chunk in rest.chunks_mut(4 * hw) {
-            chunk.copy_from_slice(first);
-        }
+        repeat_first_block(&mut index[base..base + ch * 4 * hw], 4 * hw);
+        repeat_first_block(&mut weight[base..base + ch * 4 * hw], 4 * hw);
     }
     (index, weight)
+}
+
+/// Copies the first `len` elements of `v` over each following block of `len`.
+fn repeat_first_block<T: Copy>(v: &mut [T], len: usize) {
+    let (first, rest) = v.split_at_mut(len);
+    for chunk in rest.chunks_mut(len) {
+        chunk.copy_from_slice(first);
+    }
 }
 
 #[cfg(test)]
