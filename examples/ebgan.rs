@@ -46,6 +46,10 @@ enum Command {
     Interpolate(InterpolateArgs),
     /// Rewrite a checkpoint with half-precision (f16) storage: half the size, loaded back as f32.
     Export(ExportArgs),
+    /// Re-measure the generator's BatchNorm statistics on its own samples ("standing statistics")
+    /// and write the result as a new checkpoint; the weights are unchanged. For a weight-averaged
+    /// generator (train --ema), whose averaged statistics were measured on other weights.
+    Recalibrate(RecalibrateArgs),
     /// The paper's robustness experiment: train EBGAN and the GAN baseline (fully-connected, as in
     /// the paper) over a grid of learning rates, depths and widths, score each run with the judge,
     /// and write sweep.jsonl, sweep.md and a histogram of inception scores (sweep-histogram.png).
@@ -204,6 +208,28 @@ struct ExportArgs {
 }
 
 #[derive(Args)]
+struct RecalibrateArgs {
+    /// Manifest id or path of an EBGAN or GAN checkpoint.
+    #[arg(long)]
+    weights: String,
+    /// Output checkpoint.
+    #[arg(long)]
+    out: PathBuf,
+    /// Forward passes in training mode (each folds its batch in with momentum 0.1).
+    #[arg(long, default_value_t = 100)]
+    batches: usize,
+    /// Latents per pass.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Seed of the latents (a different one from eval's 0 keeps the scored samples unseen).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Store the result in half precision (as export does).
+    #[arg(long)]
+    f16: bool,
+}
+
+#[derive(Args)]
 struct SweepArgs {
     #[command(flatten)]
     data: DataArgs,
@@ -357,6 +383,22 @@ fn export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+fn recalibrate(a: RecalibrateArgs) -> Result<()> {
+    let dev = candle_core::Device::Cpu;
+    let (path, _) = zoo_core::manifest::resolve_weights(&a.weights)?;
+    let meta = zoo_core::checkpoint::read_meta(&path)?;
+    let model = AnyModel::from_pretrained(&a.weights, &dev)?;
+    model.recalibrate_batch_norm(a.batches, a.batch_size, &mut ZooRng::new(a.seed), &dev)?;
+    let storage = a.f16.then_some(candle_core::DType::F16);
+    let opts = SaveOptions { step: meta.step, seed: meta.seed, storage };
+    match model {
+        AnyModel::Ebgan(m) => m.save_with(&a.out, &opts)?,
+        AnyModel::Gan(m) => m.save_with(&a.out, &opts)?,
+    }
+    eprintln!("wrote {} (BatchNorm statistics of {} x {} samples)", a.out.display(), a.batches, a.batch_size);
+    Ok(())
+}
+
 fn sweep(a: SweepArgs) -> Result<()> {
     use zoo_ebgan::sweep::{default_grid, markdown_table, read_outcomes, run_setting};
     let dev = zoo_core::device(&a.data.device)?;
@@ -496,6 +538,7 @@ fn main() -> std::process::ExitCode {
         Command::Sample(a) => sample(a),
         Command::Interpolate(a) => interpolate(a),
         Command::Export(a) => export(a),
+        Command::Recalibrate(a) => recalibrate(a),
         Command::Sweep(a) => sweep(a),
         Command::Eval(a) => eval(a),
         Command::Energies(a) => energies(a),

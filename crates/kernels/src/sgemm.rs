@@ -132,7 +132,7 @@ pub(crate) unsafe fn sgemm(
         unsafe { product.run_all() };
         return;
     }
-    // Rectangles of whole left blocks by chunks of column slivers, about two per thread (taken as
+    // Rectangles of left slivers by chunks of right slivers, about two per thread (taken as
     // the threads come free), each running its own passes over k with its own packing: one
     // synchronisation per product. Splitting the rows packs the right operand once per
     // rectangle row, splitting the columns the left one once per rectangle column.
@@ -147,7 +147,9 @@ pub(crate) unsafe fn sgemm(
         unsafe { split_k(product, threads) };
         return;
     }
-    let rows_per = m_slivers.div_ceil(row_groups).next_multiple_of(MC / MR).min(m_slivers);
+    // Equal shares of slivers (not whole blocks: 171 slivers in blocks of 24 would split 96 / 75
+    // between two threads); each rectangle then cuts its rows into equal blocks.
+    let rows_per = m_slivers.div_ceil(row_groups);
     let cols_per = n_slivers.div_ceil(col_groups);
     let (row_groups, col_groups) = (m_slivers.div_ceil(rows_per), n_slivers.div_ceil(cols_per));
     crate::util::self_scheduled(
@@ -254,7 +256,8 @@ unsafe fn rectangle(p: Product, rows: (usize, usize), cols: (usize, usize), bufs
     // Even splits: k = 300 runs as 150 + 150 rather than 256 + 44.
     let kc = k.div_ceil(k.div_ceil(KC));
     let panel = (NC / NR).min(cols.1 - cols.0);
-    let block = MC / MR;
+    // Equal blocks of at most `MC / MR` slivers (43 slivers run as 22 + 21, not 24 + 19).
+    let block = (rows.1 - rows.0).div_ceil((rows.1 - rows.0).div_ceil(MC / MR)).max(1);
     let pa = aligned(&mut bufs.0, block * MR * kc);
     let pb = aligned(&mut bufs.1, panel * NR * kc);
     // The right operand is packed through its transpose, as the left one is.

@@ -48,6 +48,23 @@ pub trait Adversarial: ZooModel {
         self.generator().forward_t(&z, false)
     }
 
+    /// Re-measures the generator's BatchNorm running statistics on its own output ("standing
+    /// statistics", Brock et al. 2019): `batches` forward passes in training mode on fresh
+    /// latents of `batch_size` from `rng`, each folding its batch's statistics into the running
+    /// ones with the layers' momentum (0.1: after 100 passes the old statistics weigh 0.9^100).
+    /// The weights are untouched. Worth doing on an averaged generator ([`zoo_core::ema::Ema`]),
+    /// whose averaged statistics were measured on other weights than the averaged ones.
+    fn recalibrate_batch_norm(&self, batches: usize, batch_size: usize, rng: &mut ZooRng, dev: &Device) -> Result<()> {
+        if batches == 0 || batch_size < 2 {
+            bail!("recalibration needs at least one batch of at least 2 latents, got {batches} of {batch_size}");
+        }
+        for _ in 0..batches {
+            let z = self.latents(batch_size, rng, dev)?;
+            self.generator().forward_t(&z, true)?;
+        }
+        Ok(())
+    }
+
     /// `G(z)` in evaluation mode for given latents `[n, latent]`, checking their shape.
     fn generate(&self, z: &Tensor) -> Result<Tensor> {
         match z.dims() {
@@ -158,6 +175,21 @@ impl AnyModel {
         match self {
             AnyModel::Ebgan(m) => m.generate(z),
             AnyModel::Gan(m) => m.generate(z),
+        }
+    }
+
+    /// Re-measures the generator's BatchNorm statistics on its own output
+    /// ([`Adversarial::recalibrate_batch_norm`]).
+    pub fn recalibrate_batch_norm(
+        &self,
+        batches: usize,
+        batch_size: usize,
+        rng: &mut ZooRng,
+        dev: &Device,
+    ) -> Result<()> {
+        match self {
+            AnyModel::Ebgan(m) => m.recalibrate_batch_norm(batches, batch_size, rng, dev),
+            AnyModel::Gan(m) => m.recalibrate_batch_norm(batches, batch_size, rng, dev),
         }
     }
 

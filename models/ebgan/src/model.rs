@@ -469,6 +469,39 @@ mod tests {
     }
 
     #[test]
+    fn recalibrated_statistics_match_the_generators_own_batches() {
+        // Fresh running statistics (mean 0, variance 1) are far from the generator's; after
+        // recalibration, evaluation mode on a large batch agrees with training mode (the batch's
+        // own statistics) on the same latents, and the weights are unchanged.
+        let m = model(&Config::mnist_conv());
+        let z = m.latents(1000, &mut ZooRng::new(5), &Device::Cpu).unwrap();
+        let gap = |m: &Ebgan| {
+            let eval = m.generator.forward_t(&z, false).unwrap();
+            let train = m.generator.forward_t(&z, true).unwrap();
+            eval.sub(&train).unwrap().abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+        };
+        let weights = |m: &Ebgan| {
+            let data = m.varmap().data().lock().unwrap();
+            let mut w: Vec<(String, Vec<f32>)> = data
+                .iter()
+                .filter(|(name, _)| name.starts_with("generator.") && !name.contains("running"))
+                .map(|(name, v)| (name.clone(), v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect();
+            w.sort_by(|a, b| a.0.cmp(&b.0));
+            w
+        };
+        let (before, w0) = (gap(&m), weights(&m));
+        // (`gap` ran the generator once in training mode: the statistics moved by one batch.)
+        m.recalibrate_batch_norm(100, 100, &mut ZooRng::new(6), &Device::Cpu).unwrap();
+        let after = gap(&m);
+        eprintln!("gap before {before}, after {after}");
+        assert!(before > 0.02 && after < before / 10.0, "mean |eval - train| before {before}, after {after}");
+        assert_eq!(weights(&m), w0, "recalibration must leave the weights alone");
+        let e = m.recalibrate_batch_norm(0, 500, &mut ZooRng::new(6), &Device::Cpu).err().unwrap().to_string();
+        assert!(e.contains("at least one batch"), "{e}");
+    }
+
+    #[test]
     fn save_load_is_bit_exact_and_bad_inputs_are_refused() {
         let m = model(&Config::mnist_conv());
         let dir = tempfile::tempdir().unwrap();
