@@ -1,12 +1,15 @@
-//! Single-precision matrix multiplication for x86-64 CPUs with AVX2 and FMA.
+//! Single-precision matrix multiplication for x86-64 CPUs with AVX2 and FMA, and AVX-512 where
+//! the CPU has it (detected at run time, so one binary runs on both).
 //!
-//! The classic blocked scheme: the right operand is packed in panels of `KC` rows by `NC`
-//! columns, cut in slivers of [`NR`] columns; the left one in blocks of `MC` rows by `KC`, cut in
-//! slivers of [`MR`] rows; a 6 x 16 register tile (twelve 8-lane accumulators) then multiplies a
-//! left sliver by a right sliver with one broadcast and two fused multiply-adds per accumulator
-//! pair and step of k. The right sliver (16 KB) stays in the L1 cache while the left block (about
-//! 144 KB) stays in L2. Work is shared out over blocks of rows and chunks of columns to the rayon
-//! threads as they come free.
+//! The classic blocked scheme: the right operand is packed in panels of up to `KC` rows by `NC`
+//! columns, cut in slivers of `NR` columns; the left one in blocks of `MC` rows by `KC`, cut in
+//! slivers of [`MR`] rows; a register tile of six rows then multiplies a left sliver by a right
+//! sliver with one broadcast and two fused multiply-adds per row and step of k. With AVX2 the
+//! tile is 6 x 16 (twelve 8-lane accumulators) and k runs in passes of 256; with AVX-512 it is
+//! 6 x 32 (twelve 16-lane accumulators, twice the work per instruction: CPUs with full-width
+//! 512-bit units multiply twice as fast) and k runs in passes of 128, so that either right sliver
+//! (16 KB) stays in the L1 cache while the left block (up to 144 KB) stays in L2. Work is shared
+//! out over rows and chunks of columns to the rayon threads as they come free.
 //!
 //! Packing reads either operand through any row and column strides, so transposed views cost
 //! nothing. Other CPUs and other types use the `gemm` crate (see [`crate::matmul`]).
@@ -15,14 +18,19 @@ use std::cell::RefCell;
 
 /// Rows of the register tile.
 pub(crate) const MR: usize = 6;
-/// Columns of the register tile (two 8-lane vectors).
-pub(crate) const NR: usize = 16;
-/// Depth of a packed panel (k per pass).
-const KC: usize = 256;
+/// Columns of the AVX2 register tile (two 8-lane vectors).
+const NR_AVX2: usize = 16;
+/// Columns of the AVX-512 register tile (two 16-lane vectors).
+const NR_AVX512: usize = 32;
 /// Rows of a packed left block.
 const MC: usize = 144;
 /// Columns of a packed right panel.
 const NC: usize = 4080;
+
+/// Depth of a packed panel (k per pass) for a tile of `nr` columns: a right sliver of 16 KB.
+const fn kc_for(nr: usize) -> usize {
+    4096 / nr
+}
 
 /// Multiply-adds below which a product runs on one thread whatever it is given (about 40 us
 /// of one core's work).
@@ -57,6 +65,25 @@ pub(crate) fn available() -> bool {
         use std::sync::OnceLock;
         static OK: OnceLock<bool> = OnceLock::new();
         *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the AVX-512 tile is used: the CPU has AVX-512F and `ZOO_SGEMM` is not `avx2` (read
+/// once; `avx2` keeps the 6 x 16 tile, for comparisons).
+fn use_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            available()
+                && is_x86_feature_detected!("avx512f")
+                && std::env::var("ZOO_SGEMM").map_or(true, |v| !v.eq_ignore_ascii_case("avx2"))
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -111,6 +138,29 @@ pub(crate) unsafe fn sgemm(
     b: MatRef,
     threads: usize,
 ) {
+    // SAFETY: forwarded; the AVX-512 tile only where the CPU has it.
+    unsafe {
+        if use_avx512() {
+            sgemm_with::<NR_AVX512>((m, n, k), c, ldc, accumulate, a, b, threads)
+        } else {
+            sgemm_with::<NR_AVX2>((m, n, k), c, ldc, accumulate, a, b, threads)
+        }
+    }
+}
+
+/// [`sgemm`] with the register tile of `NR` columns (16: AVX2, 32: AVX-512).
+///
+/// # Safety
+/// As [`sgemm`]; for `NR` = 32 the CPU has AVX-512F.
+unsafe fn sgemm_with<const NR: usize>(
+    (m, n, k): (usize, usize, usize),
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    threads: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -129,7 +179,7 @@ pub(crate) unsafe fn sgemm(
     let product = Product { m, n, k, c: Shared(c), ldc, accumulate, a, b };
     if threads == 1 {
         // SAFETY: forwarded from the caller's contract.
-        unsafe { product.run_all() };
+        unsafe { product.run_all::<NR>() };
         return;
     }
     // Rectangles of left slivers by chunks of right slivers, about two per thread (taken as
@@ -140,11 +190,11 @@ pub(crate) unsafe fn sgemm(
     let target = 2 * threads;
     let row_groups = row_blocks.min(target);
     let col_groups = target.div_ceil(row_groups).min(n_slivers);
-    if row_groups * col_groups < threads && k >= 2 * KC {
+    if row_groups * col_groups < threads && k >= 2 * kc_for(NR) {
         // Too few output tiles for the threads (a deep product with a small result): the passes
         // over k are shared out instead, into separate sums added in a fixed order.
         // SAFETY: forwarded from the caller's contract.
-        unsafe { split_k(product, threads) };
+        unsafe { split_k::<NR>(product, threads) };
         return;
     }
     // Equal shares of slivers (not whole blocks: 171 slivers in blocks of 24 would split 96 / 75
@@ -160,7 +210,7 @@ pub(crate) unsafe fn sgemm(
             let rows = (rg * rows_per, ((rg + 1) * rows_per).min(m_slivers));
             let cols = (cg * cols_per, ((cg + 1) * cols_per).min(n_slivers));
             // SAFETY: the rectangles are disjoint, so each tile of c has one writer.
-            unsafe { product.run(rows, cols) };
+            unsafe { product.run::<NR>(rows, cols) };
         },
     );
 }
@@ -185,12 +235,12 @@ impl Product {
     ///
     /// # Safety
     /// As [`sgemm`]; no other thread writes the tiles named.
-    unsafe fn run(self, rows: (usize, usize), cols: (usize, usize)) {
+    unsafe fn run<const NR: usize>(self, rows: (usize, usize), cols: (usize, usize)) {
         BUFFERS.with(|cell| match cell.try_borrow_mut() {
             // SAFETY: forwarded.
-            Ok(mut bufs) => unsafe { rectangle(self, rows, cols, &mut bufs) },
+            Ok(mut bufs) => unsafe { rectangle::<NR>(self, rows, cols, &mut bufs) },
             // SAFETY: forwarded.
-            Err(_) => unsafe { rectangle(self, rows, cols, &mut (Vec::new(), Vec::new())) },
+            Err(_) => unsafe { rectangle::<NR>(self, rows, cols, &mut (Vec::new(), Vec::new())) },
         });
     }
 
@@ -198,9 +248,9 @@ impl Product {
     ///
     /// # Safety
     /// As [`sgemm`]; no other thread writes `c`.
-    unsafe fn run_all(self) {
+    unsafe fn run_all<const NR: usize>(self) {
         // SAFETY: forwarded.
-        unsafe { self.run((0, self.m.div_ceil(MR)), (0, self.n.div_ceil(NR))) }
+        unsafe { self.run::<NR>((0, self.m.div_ceil(MR)), (0, self.n.div_ceil(NR))) }
     }
 }
 
@@ -209,9 +259,9 @@ impl Product {
 ///
 /// # Safety
 /// As [`sgemm`].
-unsafe fn split_k(whole: Product, threads: usize) {
+unsafe fn split_k<const NR: usize>(whole: Product, threads: usize) {
     let Product { m, n, k, c, ldc, a, b, .. } = whole;
-    let per = k.div_ceil(threads).next_multiple_of(KC).min(k);
+    let per = k.div_ceil(threads).next_multiple_of(kc_for(NR)).min(k);
     let parts = k.div_ceil(per);
     let sums = crate::util::self_scheduled(
         parts,
@@ -223,13 +273,13 @@ unsafe fn split_k(whole: Product, threads: usize) {
             let part = unsafe { Product { k: p1 - p0, a: a.from(0, p0), b: b.from(p0, 0), ..whole } };
             if t == 0 {
                 // SAFETY: only this task writes c.
-                unsafe { part.run_all() };
+                unsafe { part.run_all::<NR>() };
                 None
             } else {
                 let mut sum = vec![0f32; m * n];
                 let own = Product { c: Shared(sum.as_mut_ptr()), ldc: n, accumulate: false, ..part };
                 // SAFETY: `sum` is this task's own m x n buffer (row stride n).
-                unsafe { own.run_all() };
+                unsafe { own.run_all::<NR>() };
                 Some(sum)
             }
         },
@@ -251,10 +301,15 @@ unsafe fn split_k(whole: Product, threads: usize) {
 ///
 /// # Safety
 /// As [`sgemm`]; no other thread writes the tiles named.
-unsafe fn rectangle(p: Product, rows: (usize, usize), cols: (usize, usize), bufs: &mut (Vec<f32>, Vec<f32>)) {
+unsafe fn rectangle<const NR: usize>(
+    p: Product,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    bufs: &mut (Vec<f32>, Vec<f32>),
+) {
     let Product { m, n, k, c, ldc, accumulate, a, b } = p;
     // Even splits: k = 300 runs as 150 + 150 rather than 256 + 44.
-    let kc = k.div_ceil(k.div_ceil(KC));
+    let kc = k.div_ceil(k.div_ceil(kc_for(NR)));
     let panel = (NC / NR).min(cols.1 - cols.0);
     // Equal blocks of at most `MC / MR` slivers (43 slivers run as 22 + 21, not 24 + 19).
     let block = (rows.1 - rows.0).div_ceil((rows.1 - rows.0).div_ceil(MC / MR)).max(1);
@@ -290,7 +345,16 @@ unsafe fn rectangle(p: Product, rows: (usize, usize), cols: (usize, usize), bufs
                         for s in s0..s1 {
                             let i0 = s * MR;
                             let tile = c.get().add(i0 * ldc + j0);
-                            tile_product(kcur, pa.add((s - s0) * MR * kcur), bs, tile, ldc, load, MR.min(m - i0), nr);
+                            tile_product::<NR>(
+                                kcur,
+                                pa.add((s - s0) * MR * kcur),
+                                bs,
+                                tile,
+                                ldc,
+                                load,
+                                MR.min(m - i0),
+                                nr,
+                            );
                         }
                     }
                 }
@@ -301,7 +365,7 @@ unsafe fn rectangle(p: Product, rows: (usize, usize), cols: (usize, usize), bufs
 
 /// Packs rows `i0..i0 + w` and columns `p0..p0 + kc` of `x` as `kc` groups of `W` values
 /// (rows past `w` as zeros): a left sliver (`W` = [`MR`]), or, given the right operand's
-/// transpose, a right one (`W` = [`NR`]).
+/// transpose, a right one (`W` = `NR`).
 unsafe fn pack_sliver<const W: usize>(x: MatRef, i0: usize, w: usize, p0: usize, kc: usize, dst: *mut f32) {
     // SAFETY (whole body): the caller guarantees rows i0..i0+w and columns p0..p0+kc exist and
     // that dst holds kc * W floats.
@@ -346,9 +410,9 @@ unsafe fn pack_sliver<const W: usize>(x: MatRef, i0: usize, w: usize, p0: usize,
     }
 }
 
-/// One tile of `c` (`mr` x `nr`, at most 6 x 16) from a packed left and right sliver.
+/// One tile of `c` (`mr` x `nr`, at most [`MR`] x `NR`) from a packed left and right sliver.
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_product(
+unsafe fn tile_product<const NR: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -362,12 +426,12 @@ unsafe fn tile_product(
     // of nr writable elements at row stride ldc.
     unsafe {
         if mr == MR && nr == NR {
-            kernel_6x16(kc, a, b, c, ldc, load);
+            kernel::<NR>(kc, a, b, c, ldc, load);
             return;
         }
         // A partial tile: computed whole into a local buffer, then the valid part added.
-        let mut buf = [0f32; MR * NR];
-        kernel_6x16(kc, a, b, buf.as_mut_ptr(), NR, false);
+        let mut buf = [0f32; MR * NR_AVX512];
+        kernel::<NR>(kc, a, b, buf.as_mut_ptr(), NR, false);
         for i in 0..mr {
             let row = c.add(i * ldc);
             for j in 0..nr {
@@ -378,13 +442,18 @@ unsafe fn tile_product(
     }
 }
 
-/// Dispatches to the AVX2 register tile (callers checked [`available`]).
+/// Dispatches to the register tile of `NR` columns (callers checked [`available`], and AVX-512F
+/// for `NR` = 32).
 #[inline]
-unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load: bool) {
+unsafe fn kernel<const NR: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load: bool) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: forwarded; AVX2 and FMA were detected by `available`.
+    // SAFETY: forwarded; the instructions each tile needs were detected by the callers.
     unsafe {
-        x86::kernel_6x16(kc, a, b, c, ldc, load)
+        if NR == NR_AVX512 {
+            x86::kernel_6x32(kc, a, b, c, ldc, load)
+        } else {
+            x86::kernel_6x16(kc, a, b, c, ldc, load)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -449,8 +518,59 @@ mod x86 {
         }
     }
 
+    /// `c [6, 32] = (load ? c : 0) + a b` over `kc` packed steps, in twelve 16-lane accumulators.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_6x32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load: bool) {
+        // SAFETY (whole body): `a` holds kc * 6 floats, `b` kc * 32, and the 6 x 32 tile of c at
+        // row stride ldc is writable (the caller's contract).
+        unsafe {
+            for i in 0..6 {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 31) as *const i8);
+            }
+            let mut acc = [[_mm512_setzero_ps(); 2]; 6];
+            let (mut ap, mut bp) = (a, b);
+            macro_rules! step {
+                () => {{
+                    let b0 = _mm512_loadu_ps(bp);
+                    let b1 = _mm512_loadu_ps(bp.add(16));
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let ai = _mm512_set1_ps(*ap.add(i));
+                        row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                        row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+                    }
+                    ap = ap.add(6);
+                    bp = bp.add(32);
+                }};
+            }
+            let mut left = kc;
+            while left >= 4 {
+                step!();
+                step!();
+                step!();
+                step!();
+                left -= 4;
+            }
+            while left > 0 {
+                step!();
+                left -= 1;
+            }
+            for (i, row) in acc.iter().enumerate() {
+                let out = c.add(i * ldc);
+                let (mut v0, mut v1) = (row[0], row[1]);
+                if load {
+                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(out));
+                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(out.add(16)));
+                }
+                _mm512_storeu_ps(out, v0);
+                _mm512_storeu_ps(out.add(16), v1);
+            }
+        }
+    }
+
     /// `dst[p * W + i] = rows[i * rs + p]` for `i < w` (zero for `w <= i < W`), `p < kc`, with
-    /// `W` 6 or 16: 8 x 8 blocks transposed with unpacks, shuffles and lane permutes.
+    /// `W` 6, 16 or 32: 8 x 8 blocks transposed with unpacks, shuffles and lane permutes.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn pack_transposed<const W: usize>(
         rows: *const f32,
@@ -550,6 +670,42 @@ mod tests {
         c
     }
 
+    /// The tile widths this CPU runs: 16 (AVX2), and 32 where it has AVX-512F.
+    fn widths() -> Vec<usize> {
+        let mut w = vec![NR_AVX2];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            w.push(NR_AVX512);
+        } else {
+            eprintln!("no AVX-512F: only the AVX2 tile is checked here");
+        }
+        w
+    }
+
+    /// [`sgemm`] with the tile of `nr` columns.
+    ///
+    /// # Safety
+    /// As [`sgemm`], with `nr` from [`widths`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sgemm_nr(
+        nr: usize,
+        mnk: (usize, usize, usize),
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        a: MatRef,
+        b: MatRef,
+        threads: usize,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            match nr {
+                NR_AVX512 => sgemm_with::<NR_AVX512>(mnk, c, ldc, accumulate, a, b, threads),
+                _ => sgemm_with::<NR_AVX2>(mnk, c, ldc, accumulate, a, b, threads),
+            }
+        }
+    }
+
     fn values(len: usize, seed: u32) -> Vec<f32> {
         // A small deterministic generator: values in [-1, 1).
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
@@ -569,22 +725,29 @@ mod tests {
             eprintln!("no AVX2 and FMA: nothing to check here");
             return;
         }
-        // Sizes around the tile and block edges, and k across two passes; the last four above the
-        // size shared out to threads: rectangles of rows and columns, and deep products whose
-        // passes over k are shared out.
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (6, 16, 4),
-            (7, 17, 5),
-            (13, 33, 300),
-            (150, 40, 257),
-            (5, 4100, 3),
-            (64, 20, 0),
-            (300, 200, 100),
-            (13, 500, 1000),
-            (6, 16, 50000),
-            (5, 9, 90000),
-        ] {
+        // Sizes around the tile and block edges (of both tiles), and k across two passes; the last
+        // five above the size shared out to threads: rectangles of rows and columns (with rows
+        // that do not split into whole blocks), and deep products whose passes over k are shared
+        // out.
+        for (nr, &(m, n, k)) in widths().into_iter().flat_map(|nr| {
+            [
+                (1, 1, 1),
+                (6, 16, 4),
+                (7, 17, 5),
+                (6, 32, 129),
+                (13, 33, 300),
+                (150, 40, 257),
+                (5, 4100, 3),
+                (64, 20, 0),
+                (300, 200, 100),
+                (1030, 70, 70),
+                (13, 500, 1000),
+                (6, 16, 50000),
+                (5, 9, 90000),
+            ]
+            .iter()
+            .map(move |s| (nr, s))
+        }) {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 for &threads in &[1, 2] {
                     for &accumulate in &[false, true] {
@@ -596,7 +759,8 @@ mod tests {
                         let mut c = start.clone();
                         // SAFETY: the buffers have exactly the sizes named, with those strides.
                         unsafe {
-                            sgemm(
+                            sgemm_nr(
+                                nr,
                                 (m, n, k),
                                 c.as_mut_ptr(),
                                 n,
@@ -611,7 +775,7 @@ mod tests {
                             let w = w + if accumulate { start[idx] as f64 } else { 0.0 };
                             assert!(
                                 (got as f64 - w).abs() <= 1e-5 * (k as f64).sqrt().max(1.0) + 1e-6,
-                                "{m}x{n}x{k} ta={ta} tb={tb} threads={threads} acc={accumulate}: element {idx} is {got}, want {w}"
+                                "{m}x{n}x{k} tile 6x{nr} ta={ta} tb={tb} threads={threads} acc={accumulate}: element {idx} is {got}, want {w}"
                             );
                         }
                     }
@@ -625,27 +789,30 @@ mod tests {
         if !available() {
             return;
         }
-        // c is a 9 x 19 window (row stride 24) of a larger buffer: the rest keeps its sentinel.
-        let (m, n, k, ldc) = (9, 19, 11, 24);
+        // c is a 9 x 19 window (row stride 40) of a larger buffer: the rest keeps its sentinel.
+        let (m, n, k, ldc) = (9, 19, 11, 40);
         let a = values(m * k, 4);
         let b = values(k * n, 5);
-        let mut c = vec![7.0f32; (m + 1) * ldc];
-        // SAFETY: the window lies inside the buffer; a and b have the sizes named.
-        unsafe {
-            sgemm(
-                (m, n, k),
-                c.as_mut_ptr(),
-                ldc,
-                false,
-                MatRef { ptr: a.as_ptr(), rs: k as isize, cs: 1 },
-                MatRef { ptr: b.as_ptr(), rs: n as isize, cs: 1 },
-                2,
-            )
-        };
-        for (idx, &v) in c.iter().enumerate() {
-            let (i, j) = (idx / ldc, idx % ldc);
-            if i >= m || j >= n {
-                assert_eq!(v, 7.0, "element ({i}, {j}) outside the window was written");
+        for nr in widths() {
+            let mut c = vec![7.0f32; (m + 1) * ldc];
+            // SAFETY: the window lies inside the buffer; a and b have the sizes named.
+            unsafe {
+                sgemm_nr(
+                    nr,
+                    (m, n, k),
+                    c.as_mut_ptr(),
+                    ldc,
+                    false,
+                    MatRef { ptr: a.as_ptr(), rs: k as isize, cs: 1 },
+                    MatRef { ptr: b.as_ptr(), rs: n as isize, cs: 1 },
+                    2,
+                )
+            };
+            for (idx, &v) in c.iter().enumerate() {
+                let (i, j) = (idx / ldc, idx % ldc);
+                if i >= m || j >= n {
+                    assert_eq!(v, 7.0, "tile 6x{nr}: element ({i}, {j}) outside the window was written");
+                }
             }
         }
     }
