@@ -177,7 +177,7 @@ unsafe fn pool_relu(out: &[f32], mp: usize, m: usize, oh: usize, ow: usize, y: &
     use std::arch::x86_64::*;
     let (ph, pw) = (oh / 2, ow / 2);
     let pp = ph * pw;
-    debug_assert!(mp % 8 == 0 && out.len() >= oh * ow * mp && y.len() >= m * pp);
+    debug_assert!(mp.is_multiple_of(8) && out.len() >= oh * ow * mp && y.len() >= m * pp);
     #[inline(always)]
     unsafe fn first_max(best: __m256, v: __m256) -> __m256 {
         let larger = _mm256_cmp_ps::<_CMP_GT_OQ>(v, best);

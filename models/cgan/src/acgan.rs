@@ -69,7 +69,7 @@ impl ZooModel for AcGan {
     type Config = AcGanConfig;
 
     fn build(cfg: &AcGanConfig, varmap: VarMap, vb: VarBuilder) -> Result<Self> {
-        if cfg.image_size % 4 != 0 || cfg.image_size < 8 {
+        if !cfg.image_size.is_multiple_of(4) || cfg.image_size < 8 {
             bail!("AC-GAN's networks take square images whose side is a multiple of 4, got {}", cfg.image_size);
         }
         if cfg.classes < 2 || !(cfg.ms_weight.is_finite() && cfg.ms_weight >= 0.0) {

@@ -225,7 +225,7 @@ impl ZooModel for InfoGan {
     type Config = InfoGanConfig;
 
     fn build(cfg: &InfoGanConfig, varmap: VarMap, vb: VarBuilder) -> Result<Self> {
-        if cfg.image_size % 4 != 0 || cfg.image_size < 8 {
+        if !cfg.image_size.is_multiple_of(4) || cfg.image_size < 8 {
             bail!("InfoGAN's networks take square images whose side is a multiple of 4, got {}", cfg.image_size);
         }
         if !(0.0..1.0).contains(&cfg.leaky_slope) {

@@ -274,7 +274,7 @@ impl ZooModel for Ebgan {
     type Config = Config;
 
     fn build(cfg: &Config, varmap: VarMap, vb: VarBuilder) -> Result<Self> {
-        if cfg.image_size == 0 || cfg.image_size % 4 != 0 {
+        if cfg.image_size == 0 || !cfg.image_size.is_multiple_of(4) {
             bail!("EBGAN image size must be a positive multiple of 4, got {}", cfg.image_size);
         }
         Ok(Self {

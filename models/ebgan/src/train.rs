@@ -374,7 +374,7 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
                 })
             };
             a.observe(energy("energy_real")?, energy("energy_fake")?);
-            if (step + 1) % self.batcher.batches_per_epoch() as u64 == 0 {
+            if (step + 1).is_multiple_of(self.batcher.batches_per_epoch() as u64) {
                 if let Some(m) = a.end_epoch() {
                     self.model.set_margin(m)?;
                 }

@@ -33,7 +33,7 @@ pub struct MultiHeadAttention {
 impl MultiHeadAttention {
     /// `d_model` must be divisible by `num_heads`. Parameters live under `vb`.
     pub fn new(d_model: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
-        if num_heads == 0 || d_model % num_heads != 0 {
+        if num_heads == 0 || !d_model.is_multiple_of(num_heads) {
             candle_core::bail!("d_model {d_model} is not divisible by the number of heads {num_heads}");
         }
         Ok(Self {

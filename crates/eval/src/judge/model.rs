@@ -35,7 +35,7 @@ impl ZooModel for Judge {
     type Config = JudgeConfig;
 
     fn build(cfg: &JudgeConfig, varmap: VarMap, vb: VarBuilder) -> Result<Self> {
-        if cfg.image_size % 4 != 0 || cfg.image_size == 0 {
+        if !cfg.image_size.is_multiple_of(4) || cfg.image_size == 0 {
             bail!("judge image size must be a positive multiple of 4, got {}", cfg.image_size);
         }
         let conv = Conv2dConfig { padding: 2, ..Default::default() };

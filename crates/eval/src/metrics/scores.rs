@@ -8,7 +8,7 @@ use serde::Serialize;
 /// the mean of the rows. `probs` is row-major `[n, classes]`, each row a distribution.
 /// Between 1 (every sample the same prediction) and `classes` (confident and balanced).
 pub fn inception_score(probs: &[f64], classes: usize) -> Result<f64> {
-    if classes == 0 || probs.is_empty() || probs.len() % classes != 0 {
+    if classes == 0 || probs.is_empty() || !probs.len().is_multiple_of(classes) {
         bail!("inception score: {} probabilities do not form rows of {classes}", probs.len());
     }
     let n = probs.len() / classes;
@@ -79,7 +79,7 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 /// distribution) and `ln k` (confident, and every outcome equally used), and needs no labels:
 /// e.g. how much a categorical code tells about real images.
 pub fn mutual_information(probs: &[f64], k: usize) -> Result<f64> {
-    if k == 0 || probs.is_empty() || probs.len() % k != 0 {
+    if k == 0 || probs.is_empty() || !probs.len().is_multiple_of(k) {
         bail!("mutual information needs n x {k} probabilities with n >= 1, got {} values", probs.len());
     }
     if let Some(bad) = probs.iter().find(|p| !(0.0..=1.0 + 1e-6).contains(*p)) {
