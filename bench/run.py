@@ -80,13 +80,19 @@ def kernel_records(rounds, python):
 
 
 def cpu_name():
+    """The CPU's model name, with its widest vector extension (the same model name can come with or
+    without AVX-512 on these machines, and the results differ with it)."""
+    name, flags = platform.processor(), set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if line.startswith("model name") and name == platform.processor():
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
-        pass
-    return platform.processor()
+        return name
+    vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name} ({vectors})"
 
 
 def main():
