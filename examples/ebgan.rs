@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use candle_zoo::cli_args::{DataArgs, GanRunArgs};
+use candle_zoo::cli_args::{DataArgs, GanRunArgs, RecalibrateArgs};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zoo_core::checkpoint::{SaveOptions, ZooModel};
 use zoo_core::ZooRng;
@@ -208,28 +208,6 @@ struct ExportArgs {
 }
 
 #[derive(Args)]
-struct RecalibrateArgs {
-    /// Manifest id or path of an EBGAN or GAN checkpoint.
-    #[arg(long)]
-    weights: String,
-    /// Output checkpoint.
-    #[arg(long)]
-    out: PathBuf,
-    /// Forward passes in training mode (each folds its batch in with momentum 0.1).
-    #[arg(long, default_value_t = 100)]
-    batches: usize,
-    /// Latents per pass.
-    #[arg(long, default_value_t = 500)]
-    batch_size: usize,
-    /// Seed of the latents (a different one from eval's 0 keeps the scored samples unseen).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Store the result in half precision (as export does).
-    #[arg(long)]
-    f16: bool,
-}
-
-#[derive(Args)]
 struct SweepArgs {
     #[command(flatten)]
     data: DataArgs,
@@ -384,19 +362,12 @@ fn export(a: ExportArgs) -> Result<()> {
 }
 
 fn recalibrate(a: RecalibrateArgs) -> Result<()> {
-    let dev = candle_core::Device::Cpu;
     let (path, _) = zoo_core::manifest::resolve_weights(&a.weights)?;
-    let meta = zoo_core::checkpoint::read_meta(&path)?;
-    let model = AnyModel::from_pretrained(&a.weights, &dev)?;
-    model.recalibrate_batch_norm(a.batches, a.batch_size, &mut ZooRng::new(a.seed), &dev)?;
-    let storage = a.f16.then_some(candle_core::DType::F16);
-    let opts = SaveOptions { step: meta.step, seed: meta.seed, storage };
-    match model {
-        AnyModel::Ebgan(m) => m.save_with(&a.out, &opts)?,
-        AnyModel::Gan(m) => m.save_with(&a.out, &opts)?,
+    match zoo_core::checkpoint::read_meta(&path)?.family.as_str() {
+        f if f == Ebgan::FAMILY => a.run::<Ebgan>(),
+        f if f == zoo_ebgan::Gan::FAMILY => a.run::<zoo_ebgan::Gan>(),
+        other => anyhow::bail!("{} holds a checkpoint of the '{other}' family, expected 'ebgan' or 'gan'", path.display()),
     }
-    eprintln!("wrote {} (BatchNorm statistics of {} x {} samples)", a.out.display(), a.batches, a.batch_size);
-    Ok(())
 }
 
 fn sweep(a: SweepArgs) -> Result<()> {

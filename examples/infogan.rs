@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_zoo::cli_args::{DataArgs, ExportArgs, GanRunArgs};
+use candle_zoo::cli_args::{DataArgs, ExportArgs, GanRunArgs, RecalibrateArgs};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use zoo_cgan::{info_loss, InfoGan, InfoGanConfig};
@@ -52,6 +52,10 @@ enum Command {
     Eval(EvalArgs),
     /// Rewrite a checkpoint with half-precision (f16) storage: half the size, loaded back as f32.
     Export(ExportArgs),
+    /// Re-measure the generator's BatchNorm statistics on its own samples ("standing statistics")
+    /// and write the result as a new checkpoint; the weights are unchanged. For a weight-averaged
+    /// generator (train --ema), whose averaged statistics were measured on other weights.
+    Recalibrate(RecalibrateArgs),
 }
 
 #[derive(Args)]
@@ -411,5 +415,6 @@ fn main() -> std::process::ExitCode {
         Command::Export(a) => {
             InfoGan::export_f16(&a.weights, &a.out).map(|()| eprintln!("wrote {} (f16 storage)", a.out.display()))
         }
+        Command::Recalibrate(a) => a.run::<InfoGan>(),
     })
 }

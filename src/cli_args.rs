@@ -43,6 +43,49 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
+/// `recalibrate`: a GAN checkpoint whose generator's BatchNorm statistics are re-measured on its
+/// own samples ("standing statistics"); the weights stay as they are.
+#[derive(Args)]
+pub struct RecalibrateArgs {
+    /// Manifest id or path of the checkpoint.
+    #[arg(long)]
+    pub weights: String,
+    /// Output checkpoint (written atomically; it may be the input file).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Forward passes in training mode (each folds its batch in with momentum 0.1).
+    #[arg(long, default_value_t = 100)]
+    pub batches: usize,
+    /// Latents per pass.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Seed of the latents (other than eval's 0, so the scored samples are unseen).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Store the result in half precision (as export does).
+    #[arg(long)]
+    pub f16: bool,
+}
+
+impl RecalibrateArgs {
+    /// Runs it on a checkpoint of `M`.
+    pub fn run<M: zoo_ebgan::Adversarial>(&self) -> anyhow::Result<()> {
+        zoo_ebgan::recalibrate_checkpoint::<M>(
+            &self.weights,
+            &self.out,
+            (self.batches, self.batch_size, self.seed),
+            self.f16,
+        )?;
+        eprintln!(
+            "wrote {} (BatchNorm statistics of {} x {} samples)",
+            self.out.display(),
+            self.batches,
+            self.batch_size
+        );
+        Ok(())
+    }
+}
+
 /// The options every GAN `train` command shares (`ebgan`, `infogan`, `acgan`): seed, judge
 /// monitoring, run directory and resumption, checkpoints, the weight average and the latents of
 /// the generator's update.

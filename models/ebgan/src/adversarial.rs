@@ -10,6 +10,25 @@ use zoo_core::ZooRng;
 
 use crate::Generator;
 
+/// Loads the checkpoint `id_or_path` (manifest id or path) of `M`, re-measures its generator's
+/// BatchNorm statistics ([`Adversarial::recalibrate_batch_norm`]: `batches` passes of
+/// `batch_size` latents drawn with `seed`) and writes it to `out` with its step and seed, in f16
+/// storage when `f16` is set.
+pub fn recalibrate_checkpoint<M: Adversarial>(
+    id_or_path: &str,
+    out: &std::path::Path,
+    (batches, batch_size, seed): (usize, usize, u64),
+    f16: bool,
+) -> Result<()> {
+    let dev = Device::Cpu;
+    let (path, _) = zoo_core::manifest::resolve_weights(id_or_path)?;
+    let meta = zoo_core::checkpoint::read_meta(&path)?;
+    let model = M::load(&path, &dev)?;
+    model.recalibrate_batch_norm(batches, batch_size, &mut ZooRng::new(seed), &dev)?;
+    let storage = f16.then_some(DType::F16);
+    model.save_with(out, &zoo_core::checkpoint::SaveOptions { step: meta.step, seed: meta.seed, storage })
+}
+
 /// What a training step's losses see besides the generated batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {

@@ -22,7 +22,7 @@ pub mod model;
 pub mod sweep;
 pub mod train;
 
-pub use adversarial::{players_without_gradient, Adversarial, AnyModel, Batch};
+pub use adversarial::{players_without_gradient, recalibrate_checkpoint, Adversarial, AnyModel, Batch};
 pub use config::{Architecture, Config, Energy};
 pub use gan::{BinaryDiscriminator, Gan, GanConfig};
 pub use model::{Discriminator, Ebgan, Generator};
