@@ -366,7 +366,9 @@ fn recalibrate(a: RecalibrateArgs) -> Result<()> {
     match zoo_core::checkpoint::read_meta(&path)?.family.as_str() {
         f if f == Ebgan::FAMILY => a.run::<Ebgan>(),
         f if f == zoo_ebgan::Gan::FAMILY => a.run::<zoo_ebgan::Gan>(),
-        other => anyhow::bail!("{} holds a checkpoint of the '{other}' family, expected 'ebgan' or 'gan'", path.display()),
+        other => {
+            anyhow::bail!("{} holds a checkpoint of the '{other}' family, expected 'ebgan' or 'gan'", path.display())
+        }
     }
 }
 
