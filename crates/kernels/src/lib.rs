@@ -14,8 +14,8 @@
 //! - [`linear`]: a fully connected layer as one op, forward one GEMM and backward three, every
 //!   gradient contiguous (Candle's composed version hands the weight a transposed gradient that
 //!   is accumulated in strided order, and sums the bias gradient with a scalar loop).
-//! - [`matmul`]: matrix products on a register-tiled AVX2/FMA kernel of this crate (6 x 16
-//!   tiles over packed operands), also behind the convolutions' and the linear layer's GEMMs in
+//! - [`matmul`]: matrix products on a register-tiled kernel of this crate (6 x 16 tiles over
+//!   packed operands with AVX2 and FMA, 6 x 32 where the CPU has AVX-512F), also behind the convolutions' and the linear layer's GEMMs in
 //!   f32; strided and transposed operands are read without copies.
 //! - [`im2col`] / [`col2im`]: the patch-matrix transforms, each the other's adjoint (and so each
 //!   the other's backward pass).

@@ -2,7 +2,7 @@
 //!
 //! Candle multiplies with the `gemm` crate, which on an AVX2 CPU reaches about two thirds of the
 //! machine's fused multiply-add rate on a 1024^3 product; the kernel here packs both operands
-//! and keeps a 6 x 16 tile in registers. Operands are read through their strides, so transposed
+//! and keeps a 6 x 16 tile in registers (6 x 32 where the CPU has AVX-512F). Operands are read through their strides, so transposed
 //! views (`t()`) are multiplied without copies, forward and backward.
 
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};

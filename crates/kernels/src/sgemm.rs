@@ -8,7 +8,8 @@
 //! tile is 6 x 16 (twelve 8-lane accumulators) and k runs in passes of 256; with AVX-512 it is
 //! 6 x 32 (twelve 16-lane accumulators, twice the work per instruction: CPUs with full-width
 //! 512-bit units multiply twice as fast) and k runs in passes of 128, so that either right sliver
-//! (16 KB) stays in the L1 cache while the left block (up to 144 KB) stays in L2. Work is shared
+//! (16 KB) stays in the L1 cache while the left block (144 KB with AVX2, 72 KB with AVX-512) stays
+//! in L2. Work is shared
 //! out over rows and chunks of columns to the rayon threads as they come free.
 //!
 //! Packing reads either operand through any row and column strides, so transposed views cost
@@ -112,12 +113,13 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// A 32-byte aligned region of `len` floats inside `v` (grown as needed).
+/// A 64-byte (cache line) aligned region of `len` floats inside `v` (grown as needed), so that
+/// no 512-bit load of a packed sliver straddles two lines.
 fn aligned(v: &mut Vec<f32>, len: usize) -> *mut f32 {
-    if v.len() < len + 8 {
-        v.resize(len + 8, 0.0);
+    if v.len() < len + 16 {
+        v.resize(len + 16, 0.0);
     }
-    let off = v.as_ptr().align_offset(32).min(7);
+    let off = v.as_ptr().align_offset(64).min(15);
     // SAFETY: `off + len <= v.len()`.
     unsafe { v.as_mut_ptr().add(off) }
 }
@@ -161,6 +163,7 @@ unsafe fn sgemm_with<const NR: usize>(
     b: MatRef,
     threads: usize,
 ) {
+    const { assert!(NR == NR_AVX2 || NR == NR_AVX512, "the register tiles are 16 or 32 columns wide") };
     if m == 0 || n == 0 {
         return;
     }
@@ -308,7 +311,7 @@ unsafe fn rectangle<const NR: usize>(
     bufs: &mut (Vec<f32>, Vec<f32>),
 ) {
     let Product { m, n, k, c, ldc, accumulate, a, b } = p;
-    // Even splits: k = 300 runs as 150 + 150 rather than 256 + 44.
+    // Even splits: k = 300 runs as 150 + 150 rather than 256 + 44 (passes of 256, AVX2).
     let kc = k.div_ceil(k.div_ceil(kc_for(NR)));
     let panel = (NC / NR).min(cols.1 - cols.0);
     // Equal blocks of at most `MC / MR` slivers (43 slivers run as 22 + 21, not 24 + 19).
@@ -581,9 +584,9 @@ mod x86 {
     ) {
         // SAFETY (whole body): rows i < w hold kc floats from `rows + i * rs`; dst holds kc * W.
         unsafe {
-            let halves = W.div_ceil(8);
+            let groups = W.div_ceil(8);
             let full = kc / 8 * 8;
-            for h in 0..halves {
+            for h in 0..groups {
                 let row = |r: usize, p: usize| {
                     let i = h * 8 + r;
                     if i < w && i < W {
@@ -743,7 +746,7 @@ mod tests {
                 (1030, 70, 70),
                 (13, 500, 1000),
                 (6, 16, 50000),
-                (5, 9, 90000),
+                (5, 9, 100000),
             ]
             .iter()
             .map(move |s| (nr, s))

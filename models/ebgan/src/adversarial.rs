@@ -77,6 +77,16 @@ pub trait Adversarial: ZooModel {
         if batches == 0 || batch_size < 2 {
             bail!("recalibration needs at least one batch of at least 2 latents, got {batches} of {batch_size}");
         }
+        let has_batch_norm = self
+            .varmap()
+            .data()
+            .lock()
+            .expect("variable map lock poisoned")
+            .keys()
+            .any(|name| name.starts_with("generator.") && name.ends_with(".running_mean"));
+        if !has_batch_norm {
+            bail!("this {} generator has no BatchNorm layers: there are no statistics to recalibrate", Self::FAMILY);
+        }
         for _ in 0..batches {
             let z = self.latents(batch_size, rng, dev)?;
             self.generator().forward_t(&z, true)?;

@@ -502,6 +502,37 @@ mod tests {
     }
 
     #[test]
+    fn recalibrated_checkpoints_are_written_in_place_and_bad_inputs_refused() {
+        let m = model(&Config::mnist_conv());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ebgan.safetensors");
+        m.save(&p).unwrap();
+        crate::recalibrate_checkpoint::<Ebgan>(p.to_str().unwrap(), &p, (3, 20, 1), true).unwrap();
+        let back = Ebgan::load(&p, &Device::Cpu).unwrap();
+        let stats = |m: &Ebgan| {
+            let data = m.varmap().data().lock().unwrap();
+            data["generator.bn3.running_mean"].as_tensor().to_vec1::<f32>().unwrap()
+        };
+        // Fresh statistics are zeros; the generator's own are not.
+        assert!(stats(&m).iter().all(|&v| v == 0.0));
+        assert!(stats(&back).iter().any(|&v| v != 0.0), "the statistics were not re-measured");
+        let meta = zoo_core::checkpoint::read_meta(&p).unwrap();
+        assert_eq!(meta.family, "ebgan");
+        // A checkpoint of another family, and a generator without BatchNorm.
+        let (judge, _) = zoo_core::manifest::resolve_weights("judge-mnist").unwrap();
+        let out = dir.path().join("x.safetensors");
+        let e = format!(
+            "{:#}",
+            crate::recalibrate_checkpoint::<Ebgan>(judge.to_str().unwrap(), &out, (1, 2, 0), false).err().unwrap()
+        );
+        assert!(e.contains("'judge' family"), "{e}");
+        assert!(!out.exists(), "nothing may be written for a refused checkpoint");
+        let fc = model(&Config::paper_mnist_fc());
+        let e = fc.recalibrate_batch_norm(1, 2, &mut ZooRng::new(0), &Device::Cpu).err().unwrap().to_string();
+        assert!(e.contains("no BatchNorm layers"), "{e}");
+    }
+
+    #[test]
     fn save_load_is_bit_exact_and_bad_inputs_are_refused() {
         let m = model(&Config::mnist_conv());
         let dir = tempfile::tempdir().unwrap();
