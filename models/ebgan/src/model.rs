@@ -371,6 +371,14 @@ mod tests {
         m
     }
 
+    /// `m` saved in a fresh temporary directory (kept alive by the returned guard).
+    fn saved(m: &Ebgan) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ebgan.safetensors");
+        m.save(&p).unwrap();
+        (dir, p)
+    }
+
     fn digits(n: usize) -> Tensor {
         let data = Mnist::bundled_train_subset().unwrap();
         data.batch(&(0..n).collect::<Vec<_>>(), &Device::Cpu).unwrap().0
@@ -504,9 +512,7 @@ mod tests {
     #[test]
     fn recalibrated_checkpoints_are_written_in_place_and_bad_inputs_refused() {
         let m = model(&Config::mnist_conv());
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("ebgan.safetensors");
-        m.save(&p).unwrap();
+        let (dir, p) = saved(&m);
         crate::recalibrate_checkpoint::<Ebgan>(p.to_str().unwrap(), &p, (3, 20, 1), true).unwrap();
         let back = Ebgan::load(&p, &Device::Cpu).unwrap();
         let stats = |m: &Ebgan| {
@@ -535,9 +541,7 @@ mod tests {
     #[test]
     fn save_load_is_bit_exact_and_bad_inputs_are_refused() {
         let m = model(&Config::mnist_conv());
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("ebgan.safetensors");
-        m.save(&p).unwrap();
+        let (_dir, p) = saved(&m);
         let back = Ebgan::load(&p, &Device::Cpu).unwrap();
         let a = m.sample(4, &mut ZooRng::new(3), &Device::Cpu).unwrap();
         let b = back.sample(4, &mut ZooRng::new(3), &Device::Cpu).unwrap();
