@@ -469,108 +469,99 @@ unsafe fn kernel<const NR: usize>(kc: usize, a: *const f32, b: *const f32, c: *m
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `c [6, 16] = (load ? c : 0) + a b` over `kc` packed steps, in twelve accumulators.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load: bool) {
-        // SAFETY (whole body): `a` holds kc * 6 floats, `b` kc * 16, and the 6 x 16 tile of c at
-        // row stride ldc is writable (the caller's contract).
-        unsafe {
-            // The tile of c is needed only at the end: its lines start on their way now.
-            for i in 0..6 {
-                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 15) as *const i8);
-            }
-            let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-            let (mut ap, mut bp) = (a, b);
-            macro_rules! step {
-                () => {{
-                    let b0 = _mm256_loadu_ps(bp);
-                    let b1 = _mm256_loadu_ps(bp.add(8));
-                    // A constant six-row loop, unrolled by the compiler.
-                    for (i, row) in acc.iter_mut().enumerate() {
-                        let ai = _mm256_broadcast_ss(&*ap.add(i));
-                        row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                        row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+    /// Defines a register tile `$name`: `c [6, 2 L] = (load ? c : 0) + a b` over `kc` packed
+    /// steps, in twelve accumulators of `L` lanes, from the vector type and intrinsics of one
+    /// instruction set (so that both tiles are the same code).
+    macro_rules! register_tile {
+        ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $zero:expr, $load:ident, $bcast:ident,
+         $fma:ident, $add:ident, $store:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn $name(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load: bool) {
+                const W: usize = 2 * $lanes;
+                // SAFETY (whole body): `a` holds kc * 6 floats, `b` kc * W, and the 6 x W tile of
+                // c at row stride ldc is writable (the caller's contract).
+                unsafe {
+                    // The tile of c is needed only at the end: its lines start on their way now.
+                    for i in 0..6 {
+                        for off in (0..W).step_by(16).chain([W - 1]) {
+                            _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + off) as *const i8);
+                        }
                     }
-                    ap = ap.add(6);
-                    bp = bp.add(16);
-                }};
-            }
-            let mut left = kc;
-            while left >= 4 {
-                step!();
-                step!();
-                step!();
-                step!();
-                left -= 4;
-            }
-            while left > 0 {
-                step!();
-                left -= 1;
-            }
-            for (i, row) in acc.iter().enumerate() {
-                let out = c.add(i * ldc);
-                let (mut v0, mut v1) = (row[0], row[1]);
-                if load {
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(out));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(out.add(8)));
+                    let mut acc = [[$zero; 2]; 6];
+                    let (mut ap, mut bp) = (a, b);
+                    macro_rules! step {
+                        () => {{
+                            let b0 = $load(bp);
+                            let b1 = $load(bp.add($lanes));
+                            // A constant six-row loop, unrolled by the compiler.
+                            for (i, row) in acc.iter_mut().enumerate() {
+                                let ai = $bcast(&*ap.add(i));
+                                row[0] = $fma(ai, b0, row[0]);
+                                row[1] = $fma(ai, b1, row[1]);
+                            }
+                            ap = ap.add(6);
+                            bp = bp.add(W);
+                        }};
+                    }
+                    let mut left = kc;
+                    while left >= 4 {
+                        step!();
+                        step!();
+                        step!();
+                        step!();
+                        left -= 4;
+                    }
+                    while left > 0 {
+                        step!();
+                        left -= 1;
+                    }
+                    for (i, row) in acc.iter().enumerate() {
+                        let out = c.add(i * ldc);
+                        let (mut v0, mut v1) = (row[0], row[1]);
+                        if load {
+                            v0 = $add(v0, $load(out));
+                            v1 = $add(v1, $load(out.add($lanes)));
+                        }
+                        $store(out, v0);
+                        $store(out.add($lanes), v1);
+                    }
                 }
-                _mm256_storeu_ps(out, v0);
-                _mm256_storeu_ps(out.add(8), v1);
             }
-        }
+        };
     }
 
-    /// `c [6, 32] = (load ? c : 0) + a b` over `kc` packed steps, in twelve 16-lane accumulators.
+    /// An AVX-512 broadcast of one float from memory (the form AVX2's `_mm256_broadcast_ss` has).
+    #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_6x32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, load: bool) {
-        // SAFETY (whole body): `a` holds kc * 6 floats, `b` kc * 32, and the 6 x 32 tile of c at
-        // row stride ldc is writable (the caller's contract).
-        unsafe {
-            for i in 0..6 {
-                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 16) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc + 31) as *const i8);
-            }
-            let mut acc = [[_mm512_setzero_ps(); 2]; 6];
-            let (mut ap, mut bp) = (a, b);
-            macro_rules! step {
-                () => {{
-                    let b0 = _mm512_loadu_ps(bp);
-                    let b1 = _mm512_loadu_ps(bp.add(16));
-                    for (i, row) in acc.iter_mut().enumerate() {
-                        let ai = _mm512_set1_ps(*ap.add(i));
-                        row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                        row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-                    }
-                    ap = ap.add(6);
-                    bp = bp.add(32);
-                }};
-            }
-            let mut left = kc;
-            while left >= 4 {
-                step!();
-                step!();
-                step!();
-                step!();
-                left -= 4;
-            }
-            while left > 0 {
-                step!();
-                left -= 1;
-            }
-            for (i, row) in acc.iter().enumerate() {
-                let out = c.add(i * ldc);
-                let (mut v0, mut v1) = (row[0], row[1]);
-                if load {
-                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(out));
-                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(out.add(16)));
-                }
-                _mm512_storeu_ps(out, v0);
-                _mm512_storeu_ps(out.add(16), v1);
-            }
-        }
+    unsafe fn broadcast512(x: &f32) -> __m512 {
+        _mm512_set1_ps(*x)
     }
+
+    register_tile!(
+        /// The AVX2 tile: 6 x 16 in twelve 8-lane accumulators.
+        kernel_6x16,
+        "avx2,fma",
+        8,
+        _mm256_setzero_ps(),
+        _mm256_loadu_ps,
+        _mm256_broadcast_ss,
+        _mm256_fmadd_ps,
+        _mm256_add_ps,
+        _mm256_storeu_ps
+    );
+    register_tile!(
+        /// The AVX-512 tile: 6 x 32 in twelve 16-lane accumulators.
+        kernel_6x32,
+        "avx512f",
+        16,
+        _mm512_setzero_ps(),
+        _mm512_loadu_ps,
+        broadcast512,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_storeu_ps
+    );
 
     /// `dst[p * W + i] = rows[i * rs + p]` for `i < w` (zero for `w <= i < W`), `p < kc`, with
     /// `W` 6, 16 or 32: 8 x 8 blocks transposed with unpacks, shuffles and lane permutes.
