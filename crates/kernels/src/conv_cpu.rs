@@ -535,10 +535,27 @@ impl ConvPlan {
 
     /// The forward pass in f32: the direct kernels where they apply, else [`ConvPlan::forward`].
     fn forward_f32(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+        use crate::conv_channels as cc;
         if self.direct() {
             crate::conv_direct::forward(self.batch, self.m, &self.g, x, w, bias)
+        } else if !self.transposed && cc::columns_apply(self.m, &self.g) {
+            cc::to_columns(self.batch, self.m, &self.g, x, w, bias)
+        } else if self.transposed && cc::image_applies(self.m, &self.g) {
+            cc::to_image(self.batch, self.m, &self.g, x, w, bias)
         } else {
             self.forward(x, w, bias)
+        }
+    }
+
+    /// The input gradient from the direct kernels of `conv_channels`, where they apply: a
+    /// convolution's is its adjoint's forward pass (`to_image`), a transposed one's the
+    /// convolution's (`to_columns`).
+    fn channels_dx(&self, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+        use crate::conv_channels as cc;
+        if self.transposed {
+            cc::columns_apply(self.m, &self.g).then(|| cc::to_columns(self.batch, self.m, &self.g, dy, w, None))
+        } else {
+            cc::image_applies(self.m, &self.g).then(|| cc::to_image(self.batch, self.m, &self.g, dy, w, None))
         }
     }
 
@@ -553,6 +570,27 @@ impl ConvPlan {
     /// [`ConvPlan::backward_packed`] in f32, with the weight and bias gradients from the direct
     /// kernels where they apply.
     fn backward_packed_f32(&self, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool, need_dw: bool) -> Vec<f32> {
+        use crate::conv_channels as cc;
+        let channels_dw = need_dw && cc::columns_apply(self.m, &self.g);
+        let channels_dx = need_dx.then(|| self.channels_dx(w, dy)).flatten();
+        if channels_dw || channels_dx.is_some() {
+            let mut out = match channels_dx {
+                Some(dx) => dx,
+                None if need_dx => self.backward(x, w, dy, true, false).0,
+                None => Vec::new(),
+            };
+            if need_dw {
+                let (dw, db) = if channels_dw {
+                    cc::weight_grad(self.batch, self.m, &self.g, self.transposed, x, dy)
+                } else {
+                    let (_, dw, db) = self.backward(x, w, dy, false, true);
+                    (dw, db)
+                };
+                out.extend_from_slice(&dw);
+                out.extend_from_slice(&db);
+            }
+            return out;
+        }
         if !(need_dw && self.direct()) {
             return self.backward_packed(x, w, dy, need_dx, need_dw);
         }

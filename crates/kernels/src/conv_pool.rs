@@ -21,9 +21,9 @@ use crate::patches::PatchGeometry;
 use crate::util::{assume_init_vec, images_per_item, self_scheduled, uninit_vec};
 
 /// Output positions per tile.
-const POS: usize = 6;
+pub(crate) const POS: usize = 6;
 /// Output channels per tile (two vectors).
-const CH: usize = 16;
+pub(crate) const CH: usize = 16;
 
 /// Whether the fused kernel handles a convolution of this geometry on this CPU: where the
 /// convolution alone takes `conv_direct`, whose sums it repeats exactly (so evaluation and
@@ -123,7 +123,7 @@ fn pad_into(x: &[f32], g: &PatchGeometry, out: &mut Vec<f32>) {
 /// `o`; `wb` must hold `offsets.len() * CH` values, `bias` CH and `out` `(POS - 1) * stride + CH`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile(
+pub(crate) unsafe fn tile(
     img: &[f32],
     offsets: &[usize],
     corners: &[usize],
@@ -159,7 +159,7 @@ unsafe fn tile(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile(_: &[f32], _: &[usize], _: &[usize], _: &[f32], _: &[f32], _: &mut [f32], _: usize) {
+pub(crate) unsafe fn tile(_: &[f32], _: &[usize], _: &[usize], _: &[f32], _: &[f32], _: &mut [f32], _: usize) {
     unreachable!("the fused convolution is only chosen on x86-64 CPUs with AVX2 and FMA")
 }
 

@@ -34,6 +34,7 @@
 mod activation;
 mod adam;
 mod conv;
+mod conv_channels;
 mod conv_cpu;
 mod conv_direct;
 mod conv_pool;
