@@ -41,10 +41,9 @@ fn channels_fit(n: usize) -> bool {
     n >= CH && n.next_multiple_of(CH) * 4 <= n * 5
 }
 
-/// Whether the kernels take a plan of this geometry on this CPU at all: strided convolutions
-/// (stride 1 has `conv_direct`, and its column transforms are cheap).
+/// Whether the kernels take a plan of this geometry on this CPU at all.
 fn geometry_applies(g: &PatchGeometry) -> bool {
-    g.check().is_ok() && g.stride >= 2 && g.out_h() > 0 && g.out_w() > 0 && crate::conv_direct::cpu_has_avx2_fma()
+    g.check().is_ok() && g.out_h() > 0 && g.out_w() > 0 && crate::conv_direct::cpu_has_avx2_fma()
 }
 
 /// Whether [`to_columns`] handles weight rows `m` over geometry `g`.
@@ -52,9 +51,30 @@ pub(crate) fn columns_apply(m: usize, g: &PatchGeometry) -> bool {
     geometry_applies(g) && channels_fit(m)
 }
 
-/// Whether [`to_image`] handles weight rows `m` over geometry `g`.
+/// Whether [`to_image`] handles weight rows `m` over geometry `g`: also, at least three quarters
+/// of its multiply-adds must count. Each output of a phase sums all the phase's taps, over a
+/// zero-bordered column side, so taps that fall outside it multiply zeros: a 5x5 kernel taking
+/// 8x8 outputs back to 12x12 inputs (unpadded) would spend 56 % of its work on zeros, where the
+/// GEMM path and `col2im` spend none.
 pub(crate) fn image_applies(m: usize, g: &PatchGeometry) -> bool {
-    geometry_applies(g) && channels_fit(g.channels) && m > 0
+    geometry_applies(g) && channels_fit(g.channels) && m > 0 && 4 * useful_share(g).0 >= 3 * useful_share(g).1
+}
+
+/// `(useful, computed)` multiply-adds per channel pair of [`to_image`] over one image: the terms
+/// whose input lies inside the column side, and those its phases compute.
+fn useful_share(g: &PatchGeometry) -> (usize, usize) {
+    let axis = |size: usize, inputs: usize, kernel: usize| {
+        let (s, p, d) = (g.stride as isize, g.padding as isize, g.dilation as isize);
+        let useful = (0..inputs as isize)
+            .flat_map(|o| (0..kernel as isize).map(move |k| o * s - p + k * d))
+            .filter(|&y| y >= 0 && y < size as isize)
+            .count();
+        let computed: usize = axis_phases(size, inputs, kernel, g).0.iter().map(|(_, n, taps)| n * taps.len()).sum();
+        (useful, computed)
+    };
+    let (uy, cy) = axis(g.height, g.out_h(), g.kernel_h);
+    let (ux, cx) = axis(g.width, g.out_w(), g.kernel_w);
+    (uy * ux, cy * cx)
 }
 
 /// Weights packed for the tiles: blocks of CH output channels, each `terms x CH` in term order,
@@ -175,7 +195,7 @@ pub(crate) fn to_columns(
     let corner = |i: usize| (i / ow) * g.stride * wp + (i % ow) * g.stride;
     let mut y = uninit_vec::<f32>(batch * m * p);
     let per = images_per_item(batch, usize::MAX);
-    let group = (GROUP_BYTES / (4 * plen).max(1)).clamp(1, per);
+    let group = (GROUP_BYTES / (4 * (plen + p * mp)).max(1)).clamp(1, per);
     let items: Vec<Mutex<&mut [MaybeUninit<f32>]>> = y.chunks_mut(per * m * p).map(Mutex::new).collect();
     let scratch = || (Vec::new(), Vec::new(), vec![0f32; (group * p).next_multiple_of(POS) * mp]);
     self_scheduled(items.len(), scratch, |(padded, corners, out), gi| {
@@ -294,8 +314,8 @@ pub(crate) fn to_image(
     let mp = bp.len();
     let mut y = uninit_vec::<f32>(batch * ol);
     let per = images_per_item(batch, usize::MAX);
-    let group = (GROUP_BYTES / (4 * plen).max(1)).clamp(1, per);
     let most = phases.iter().map(|ph| ph.count).max().unwrap_or(0);
+    let group = (GROUP_BYTES / (4 * (plen + most * mp)).max(1)).clamp(1, per);
     let items: Vec<Mutex<&mut [MaybeUninit<f32>]>> = y.chunks_mut(per * ol).map(Mutex::new).collect();
     let scratch = || (Vec::new(), Vec::new(), vec![0f32; (group * most).next_multiple_of(POS) * mp]);
     self_scheduled(items.len(), scratch, |(padded, corners, out), gi| {
@@ -359,7 +379,7 @@ pub(crate) fn weight_grad(
     let mp = m.next_multiple_of(CH);
     let corner = |i: usize| (i / ow) * g.stride * wp + (i % ow) * g.stride;
     let per = images_per_item(batch, usize::MAX);
-    let group = (GROUP_BYTES / (4 * plen).max(1)).clamp(1, per);
+    let group = (GROUP_BYTES / (4 * (plen + p * mp)).max(1)).clamp(1, per);
     let (bias_channels, bias_plane) = if transposed { (g.channels, g.height * g.width) } else { (m, p) };
     let items = batch.div_ceil(per);
     let scratch = || (Vec::new(), Vec::new(), Vec::new());
@@ -517,17 +537,19 @@ mod tests {
     }
 
     /// (batch, m, channels, height, width, kernel, stride, padding, dilation): the GANs' 4x4
-    /// stride-2 layers, odd sizes (phases of unequal length), a stride larger than the kernel
+    /// stride-2 layers, padded stride-1 ones, odd sizes (phases of unequal length), a stride larger than the kernel
     /// (phases without taps), dilation, channels not a multiple of 16, patch lengths that are
     /// not a multiple of the weight gradient's six terms (256, 112, 400), and batches that leave
     /// a partial group and a partial tile.
-    const CASES: [[usize; 9]; 6] = [
+    const CASES: [[usize; 9]; 8] = [
         [5, 32, 16, 14, 14, 4, 2, 1, 1],
         [3, 16, 32, 7, 9, 3, 2, 1, 1],
         [2, 40, 28, 11, 8, 2, 3, 0, 1],
         [3, 28, 16, 13, 12, 3, 2, 2, 2],
         [7, 16, 16, 15, 15, 5, 3, 2, 1],
         [4, 48, 16, 6, 10, 4, 2, 1, 1],
+        [3, 32, 16, 10, 9, 5, 1, 2, 1],
+        [2, 16, 28, 7, 7, 3, 1, 1, 1],
     ];
 
     /// Batch, weight rows and geometry of a case.
@@ -668,9 +690,26 @@ mod tests {
             padding: 1,
             dilation: 1,
         };
-        // Stride 1 belongs to `conv_direct`; one output channel fills a sixteenth of a tile.
-        assert!(!columns_apply(64, &PatchGeometry { stride: 1, ..g }));
+        // One output channel fills a sixteenth of a tile.
         assert!(!image_applies(64, &PatchGeometry { channels: 1, ..g }));
+        // The GANs' layers compute 26 x 26 of 28 x 28 terms; a 5x5 kernel from 8x8 outputs back
+        // to 12x12 (unpadded) 40 x 40 of 60 x 60, the judge's (14x14, padded by 2) 64 x 64 of 70 x 70.
+        assert_eq!(useful_share(&g), (26 * 26, 28 * 28));
+        let back = PatchGeometry {
+            channels: 32,
+            height: 12,
+            width: 12,
+            kernel_h: 5,
+            kernel_w: 5,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+        };
+        assert_eq!(useful_share(&back), (40 * 40, 60 * 60));
+        assert!(!image_applies(48, &back) && columns_apply(48, &back));
+        let judge = PatchGeometry { height: 14, width: 14, padding: 2, ..back };
+        assert_eq!(useful_share(&judge), (64 * 64, 70 * 70));
+        assert!(image_applies(64, &judge));
         assert!(!columns_apply(1, &g));
         // 20 channels round up to 32 (more than a quarter for nothing), 40 to 48.
         assert!(!columns_apply(20, &g) && columns_apply(40, &g) && columns_apply(64, &g));

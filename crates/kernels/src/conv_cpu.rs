@@ -536,10 +536,12 @@ impl ConvPlan {
     /// The forward pass in f32: the direct kernels where they apply, else [`ConvPlan::forward`].
     fn forward_f32(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         use crate::conv_channels as cc;
-        if self.direct() {
-            crate::conv_direct::forward(self.batch, self.m, &self.g, x, w, bias)
-        } else if !self.transposed && cc::columns_apply(self.m, &self.g) {
+        // `conv_direct` where it reads the images in place (vectorised along output rows, it
+        // wastes nothing there); the channel-vectorised kernels where they apply otherwise.
+        if !self.transposed && !crate::conv_direct::in_place(&self.g) && cc::columns_apply(self.m, &self.g) {
             cc::to_columns(self.batch, self.m, &self.g, x, w, bias)
+        } else if self.direct() {
+            crate::conv_direct::forward(self.batch, self.m, &self.g, x, w, bias)
         } else if self.transposed && cc::image_applies(self.m, &self.g) {
             cc::to_image(self.batch, self.m, &self.g, x, w, bias)
         } else {

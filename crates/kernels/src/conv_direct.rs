@@ -40,6 +40,12 @@ pub(crate) fn applies(g: &PatchGeometry) -> bool {
     g.stride == 1 && g.dilation == 1 && ow > 0 && owr * 4 <= ow * 5 && image_bytes <= IMAGE_BUDGET && cpu_has_avx2_fma()
 }
 
+/// Whether the direct kernels use a convolution's images and output gradients as they are (no
+/// padding, output rows a multiple of eight wide): where they need no widened copies.
+pub(crate) fn in_place(g: &PatchGeometry) -> bool {
+    applies(g) && g.padding == 0 && g.out_w().is_multiple_of(8)
+}
+
 /// The largest (wide) image the direct kernels take, in bytes. Measured on a Zen 3 core (32 KB
 /// L1, 512 KB L2): the judge's second convolution (32 -> 64, 5x5 on 14x14 padded by 2: 45 KB wide
 /// images) is faster direct (judge inference 80 -> 65 ms at two threads), a 64 -> 128 3x3
