@@ -29,7 +29,7 @@ use std::sync::Mutex;
 
 use crate::conv_pool::{tile, CH, POS};
 use crate::patches::PatchGeometry;
-use crate::util::{assume_init_vec, images_per_item, ordered_sum, self_scheduled, uninit_vec};
+use crate::util::{assume_init_vec, images_per_item, ordered_sum, self_scheduled, transpose, uninit_vec};
 
 /// Padded input images per group, in bytes: the group's tiles all read it, so it should stay
 /// in L2 beside the weights of a channel block.
@@ -208,11 +208,8 @@ pub(crate) fn to_columns(
             group_corners(n, p, plen, corner, corners);
             run_tiles(padded, &offsets, corners, &wpk, &bp, out);
             for (yb, ob) in yg.chunks_mut(m * p).zip(out.chunks(p * mp)) {
-                for (pos, o) in ob.chunks_exact(mp).enumerate() {
-                    for (r, v) in o[..m].iter().enumerate() {
-                        yb[r * p + pos].write(*v);
-                    }
-                }
+                // SAFETY: `ob` holds `p` rows of `mp >= m` values, `yb` `m` rows of `p`.
+                unsafe { transpose(ob.as_ptr(), mp, yb.as_mut_ptr().cast::<f32>(), p, p, m) };
             }
         }
     });
@@ -317,8 +314,8 @@ pub(crate) fn to_image(
     let most = phases.iter().map(|ph| ph.count).max().unwrap_or(0);
     let group = (GROUP_BYTES / (4 * (plen + most * mp)).max(1)).clamp(1, per);
     let items: Vec<Mutex<&mut [MaybeUninit<f32>]>> = y.chunks_mut(per * ol).map(Mutex::new).collect();
-    let scratch = || (Vec::new(), Vec::new(), vec![0f32; (group * most).next_multiple_of(POS) * mp]);
-    self_scheduled(items.len(), scratch, |(padded, corners, out), gi| {
+    let scratch = || (Vec::new(), Vec::new(), vec![0f32; (group * most).next_multiple_of(POS) * mp], Vec::new());
+    self_scheduled(items.len(), scratch, |(padded, corners, out, planes), gi| {
         let mut ys = items[gi].lock().unwrap_or_else(|e| e.into_inner());
         let first = gi * per;
         for (j, yg) in ys.chunks_mut(group * ol).enumerate() {
@@ -329,9 +326,21 @@ pub(crate) fn to_image(
                 group_corners(n, ph.count, plen, |i| ph.corner[i], corners);
                 run_tiles(padded, &ph.offsets, corners, &ph.wpk, &bp, out);
                 for (yb, ob) in yg.chunks_mut(ol).zip(out.chunks(ph.count * mp)) {
-                    for (o, &at) in ob.chunks_exact(mp).zip(&ph.place) {
-                        for (c, v) in o[..c_out].iter().enumerate() {
-                            yb[c * h * wd + at].write(*v);
+                    let yp = yb.as_mut_ptr().cast::<f32>();
+                    if ph.count == h * wd {
+                        // One phase covering the image in order (stride 1): straight into it.
+                        // SAFETY: `ob` holds `count` rows of `mp >= c_out` values, `yb`
+                        // `c_out` planes of `count` values.
+                        unsafe { transpose(ob.as_ptr(), mp, yp, ph.count, ph.count, c_out) };
+                        continue;
+                    }
+                    planes.resize(c_out * ph.count, 0.0);
+                    // SAFETY: as above into `planes`, `c_out` rows of `count` values.
+                    unsafe { transpose(ob.as_ptr(), mp, planes.as_mut_ptr(), ph.count, ph.count, c_out) };
+                    for (c, plane) in planes.chunks_exact(ph.count).enumerate() {
+                        let yc = &mut yb[c * h * wd..(c + 1) * h * wd];
+                        for (v, &at) in plane.iter().zip(&ph.place) {
+                            yc[at].write(*v);
                         }
                     }
                 }
@@ -401,11 +410,9 @@ pub(crate) fn weight_grad(
             colt.clear();
             colt.resize(n * p * mp, 0.0);
             for (j, cb) in cg.chunks_exact(cl).enumerate() {
-                for (r, row) in cb.chunks_exact(p).enumerate() {
-                    for (o, v) in row.iter().enumerate() {
-                        colt[(j * p + o) * mp + r] = *v;
-                    }
-                }
+                // SAFETY: `cb` holds `m` rows of `p` values; `colt` from `j p mp` holds `p` rows
+                // of `mp >= m`.
+                unsafe { transpose(cb.as_ptr(), p, colt[j * p * mp..].as_mut_ptr(), mp, m, p) };
             }
             for b in 0..mp / CH {
                 for t in (0..kp).step_by(TERMS) {
@@ -418,7 +425,7 @@ pub(crate) fn weight_grad(
             }
             let grad = if transposed { ig } else { cg };
             for (i, plane) in grad.chunks_exact(bias_plane).enumerate() {
-                db[i % bias_channels] += plane.iter().sum::<f32>();
+                db[i % bias_channels] += crate::conv_cpu::sum(plane);
             }
             start += n;
         }

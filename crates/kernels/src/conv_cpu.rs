@@ -270,7 +270,7 @@ fn gemm_into<T: WithDType>(
 const COLUMN_BUDGET: usize = 1 << 18;
 
 /// The sum of `v`, in eight independent lanes (so that it vectorises) added at the end.
-fn sum<T: WithDType>(v: &[T]) -> T {
+pub(crate) fn sum<T: WithDType>(v: &[T]) -> T {
     let mut lanes = [T::zero(); 8];
     let chunks = v.chunks_exact(8);
     let rest = chunks.remainder();

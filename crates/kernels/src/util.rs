@@ -99,6 +99,82 @@ pub(crate) fn ordered_sum<T: candle_core::WithDType>(mut parts: Vec<Vec<T>>, len
     out
 }
 
+/// `dst[j * ds + i] = src[i * ss + j]` for `i < rows`, `j < cols`: a strided matrix copied
+/// transposed, in 8 x 8 blocks transposed in AVX registers where the CPU has AVX2 (one vector
+/// load and store per row of a block instead of eight scattered stores), the edges one by one.
+/// Used between the position-major tiles of `conv_channels` and NCHW tensors.
+///
+/// # Safety
+/// `src` must be valid for reads at every `i * ss + j` and `dst` for writes at every
+/// `j * ds + i`, and the two must not overlap.
+pub(crate) unsafe fn transpose(src: *const f32, ss: usize, dst: *mut f32, ds: usize, rows: usize, cols: usize) {
+    let (r8, c8) = if cfg!(target_arch = "x86_64") && crate::conv_direct::cpu_has_avx2_fma() {
+        (rows / 8 * 8, cols / 8 * 8)
+    } else {
+        (0, 0)
+    };
+    // SAFETY (whole body): every index below is `i * ss + j` into `src` and `j * ds + i` into
+    // `dst` for some `i < rows`, `j < cols`, as the caller guarantees.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        for i in (0..r8).step_by(8) {
+            for j in (0..c8).step_by(8) {
+                transpose_8x8(src.add(i * ss + j), ss, dst.add(j * ds + i), ds);
+            }
+        }
+        for i in 0..rows {
+            let from = if i < r8 { c8 } else { 0 };
+            for j in from..cols {
+                *dst.add(j * ds + i) = *src.add(i * ss + j);
+            }
+        }
+    }
+}
+
+/// One 8 x 8 block of [`transpose`].
+///
+/// # Safety
+/// The CPU must have AVX2; eight rows of eight floats at stride `ss` from `src` readable, at
+/// stride `ds` from `dst` writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_8x8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: within the rows stated in the contract.
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ss)));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let cols = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (j, c) in cols.into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add(j * ds), c);
+        }
+    }
+}
+
 /// `n` elements left uninitialised, for kernels that write every one of them.
 pub(crate) fn uninit_vec<T>(n: usize) -> Vec<MaybeUninit<T>> {
     let mut v = Vec::with_capacity(n);
@@ -229,5 +305,23 @@ mod tests {
         assert_eq!(ordered_sum(vec![parts[1].clone()], 40_000), parts[1]);
         assert!(ordered_sum::<f32>(Vec::new(), 0).is_empty());
         assert_eq!(ordered_sum::<f64>(Vec::new(), 3), vec![0.0; 3]);
+    }
+
+    #[test]
+    fn transpose_copies_every_element_and_nothing_else() {
+        // Full 8 x 8 blocks, edges in both directions, strides wider than the rows.
+        for (rows, cols) in [(19, 13), (8, 8), (16, 3), (5, 24), (0, 4)] {
+            let (ss, ds) = (cols + 3, rows + 5);
+            let src: Vec<f32> = (0..rows * ss).map(|v| v as f32).collect();
+            let mut dst = vec![-1f32; cols.max(1) * ds];
+            // SAFETY: `src` holds `rows` rows at stride `ss`, `dst` `cols` rows at stride `ds`.
+            unsafe { transpose(src.as_ptr(), ss, dst.as_mut_ptr(), ds, rows, cols) };
+            for j in 0..cols {
+                for i in 0..ds {
+                    let want = if i < rows { src[i * ss + j] } else { -1.0 };
+                    assert_eq!(dst[j * ds + i], want, "{rows} x {cols}: row {j}, column {i}");
+                }
+            }
+        }
     }
 }
