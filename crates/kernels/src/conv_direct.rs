@@ -22,7 +22,9 @@
 //!
 //! Used for f32 when the widening wastes at most a quarter of the work and the CPU has AVX2 and
 //! FMA (`ZOO_NO_DIRECT_CONV` set in the environment turns it off); every other convolution takes
-//! the GEMM path (`conv_cpu`), which these kernels are tested against.
+//! the GEMM path (`conv_cpu`), which these kernels are tested against. Where the
+//! channel-vectorised kernels of `conv_channels` fit (16-channel tiles), `conv_cpu` gives them the
+//! weight gradient, and the forward pass too unless these kernels read the images in place.
 
 use std::mem::MaybeUninit;
 use std::sync::Mutex;

@@ -1,5 +1,6 @@
 //! `relu(max_pool2d(conv2d(x, w, b), 2))` in one pass, f32, for x86-64 CPUs with AVX2 and FMA:
-//! the conv blocks of LeNet-style networks at inference.
+//! the conv blocks of LeNet-style networks at inference. Its tile is also the core of
+//! `conv_channels`, the direct strided and transposed convolutions.
 //!
 //! The tiles hold 6 output positions x 16 output channels in 12 vector registers: per weight
 //! `(c, ki, kj)`, two vector loads bring that weight of 16 channels and six broadcasts the input

@@ -8,9 +8,10 @@
 //!   column buffers of about a megabyte that stay in cache; the forward pass, the input gradient
 //!   and the weight gradient are each one GEMM per group, written straight into NCHW tensors
 //!   (Candle computes the input gradient of a convolution with a direct transposed-convolution
-//!   loop, and the weight gradient as many thin GEMMs). Stride-1 convolutions in f32 on CPUs
-//!   with AVX2 and FMA compute the forward pass and the weight gradient straight from the image,
-//!   with no columns (register-tiled vector kernels, detected at run time).
+//!   loop, and the weight gradient as many thin GEMMs). In f32 on CPUs with AVX2 and FMA
+//!   (detected at run time) most convolutions, strided and transposed ones included, compute
+//!   all three passes straight from the images with register-tiled vector kernels, with no
+//!   columns.
 //! - [`linear`]: a fully connected layer as one op, forward one GEMM and backward three, every
 //!   gradient contiguous (Candle's composed version hands the weight a transposed gradient that
 //!   is accumulated in strided order, and sums the bias gradient with a scalar loop).
