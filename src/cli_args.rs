@@ -122,6 +122,12 @@ pub struct GanRunArgs {
     /// collapsing early (zoo-ebgan's README).
     #[arg(long, default_value_t = 0)]
     pub lr_warmup: u64,
+    /// Raise the generator's learning rate alone linearly from 1/N of its value to the full rate
+    /// over the first N steps, the discriminator at its full rate from the start (0: none). On
+    /// EBGAN it let the discriminator run ahead and the generated batch collapse early
+    /// (zoo-ebgan's README).
+    #[arg(long, default_value_t = 0)]
+    pub generator_warmup: u64,
 }
 
 /// `--monitor-samples`: 0, or a count of at least 2.
@@ -141,6 +147,7 @@ impl GanRunArgs {
             ema: self.ema,
             fresh_generator_latents: self.fresh_generator_latents,
             lr_warmup: self.lr_warmup,
+            generator_warmup: self.generator_warmup,
             ..base
         }
     }

@@ -62,6 +62,12 @@ pub struct TrainConfig {
     /// rates. Multiplies with [`TrainConfig::lr_decay`].
     #[serde(default)]
     pub lr_warmup: u64,
+    /// Raise the generator's learning rate alone linearly from `1/n` of its base to the base over
+    /// the first `n` steps ([`warmup_factor`]), the discriminator training at its own rate from
+    /// the start; 0 (and recipes written before this field) start the generator at its base rate.
+    /// Multiplies with [`TrainConfig::lr_warmup`] and [`TrainConfig::lr_decay`].
+    #[serde(default)]
+    pub generator_warmup: u64,
 }
 
 /// The factor on the base learning rate at 0-based `step` of a linear warm-up over `steps`
@@ -184,6 +190,7 @@ impl Default for TrainConfig {
             init: WeightInit::Dcgan,
             margin_adaptation: false,
             lr_warmup: 0,
+            generator_warmup: 0,
         }
     }
 }
@@ -203,6 +210,7 @@ impl TrainConfig {
             init: WeightInit::Dcgan,
             margin_adaptation: false,
             lr_warmup: 0,
+            generator_warmup: 0,
         }
     }
 }
@@ -341,9 +349,9 @@ impl<M: Adversarial> TrainTask for Trainer<M> {
     }
 
     fn train_step(&mut self, step: u64) -> Result<Metrics> {
-        if self.cfg.lr_decay.is_some() || self.cfg.lr_warmup > 0 {
+        if self.cfg.lr_decay.is_some() || self.cfg.lr_warmup > 0 || self.cfg.generator_warmup > 0 {
             let f = self.cfg.lr_decay.map_or(1.0, |d| d.factor(step)) * warmup_factor(self.cfg.lr_warmup, step);
-            self.opt_g.set_learning_rate(self.cfg.lr_g * f);
+            self.opt_g.set_learning_rate(self.cfg.lr_g * f * warmup_factor(self.cfg.generator_warmup, step));
             self.opt_d.set_learning_rate(self.cfg.lr_d * f);
         }
         let (x, y) = self.data.batch(&self.batcher.next_indices(), &self.dev)?;
@@ -518,6 +526,30 @@ mod tests {
         assert_eq!(warmup_factor(0, 0), 1.0);
         let old = r#"{"batch_size":64,"lr_g":0.0002,"lr_d":0.0002,"beta1":0.5,"seed":0}"#;
         assert_eq!(serde_json::from_str::<TrainConfig>(old).unwrap().lr_warmup, 0);
+        assert_eq!(serde_json::from_str::<TrainConfig>(old).unwrap().generator_warmup, 0);
+    }
+
+    #[test]
+    fn the_generator_warmup_leaves_the_discriminator_at_its_rate() {
+        let mut t = trainer(3);
+        t.cfg.lr_g = 1e-3;
+        t.cfg.lr_d = 2e-4;
+        t.cfg.generator_warmup = 4;
+        let mut rates = Vec::new();
+        for step in 0..5 {
+            t.train_step(step).unwrap();
+            rates.push((t.opt_g.learning_rate(), t.opt_d.learning_rate()));
+        }
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        for (step, (g, d)) in rates.into_iter().enumerate() {
+            assert!(close(g, 1e-3 * warmup_factor(4, step as u64)), "step {step}: generator at {g}");
+            assert!(close(d, 2e-4), "step {step}: discriminator at {d}");
+        }
+        // With both warm-ups the generator's factors multiply.
+        t.cfg.lr_warmup = 10;
+        t.train_step(1).unwrap();
+        assert!(close(t.opt_g.learning_rate(), 1e-3 * 0.2 * 0.5));
+        assert!(close(t.opt_d.learning_rate(), 2e-4 * 0.2));
     }
 
     #[test]
