@@ -124,6 +124,10 @@ struct TrainArgs {
     /// port, the preset's) or 2 (conv 64 -> 128 and back, as the paper's conv discriminators).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
     d_depth: Option<u8>,
+    /// BatchNorm after the conv discriminator's second encoding convolution (needs depth 2;
+    /// default: the preset's, off), where the GAN baseline's discriminator has its BatchNorm.
+    #[arg(long)]
+    d_encoder_batchnorm: Option<bool>,
     /// Width of the autoencoder discriminator's code (default: the preset's, 32 for the conv
     /// preset, 128 for the fully-connected one).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -282,6 +286,9 @@ fn train(a: TrainArgs) -> Result<()> {
     }
     if let (Some(n), Architecture::Conv { d_depth, .. }) = (a.d_depth, &mut cfg.architecture) {
         *d_depth = n as usize;
+    }
+    if let (Some(on), Architecture::Conv { d_encoder_batchnorm, .. }) = (a.d_encoder_batchnorm, &mut cfg.architecture) {
+        *d_encoder_batchnorm = on;
     }
     if let Some(n) = a.code {
         match &mut cfg.architecture {

@@ -75,7 +75,14 @@ impl ZooModel for AcGan {
         if cfg.classes < 2 || !(cfg.ms_weight.is_finite() && cfg.ms_weight >= 0.0) {
             bail!("AC-GAN needs at least 2 classes and a non-negative MSGAN weight, got {cfg:?}");
         }
-        let arch = Architecture::Conv { g_hidden: cfg.hidden, d_channels: 64, code: 0, d_batchnorm: true, d_depth: 1 };
+        let arch = Architecture::Conv {
+            g_hidden: cfg.hidden,
+            d_channels: 64,
+            code: 0,
+            d_batchnorm: true,
+            d_depth: 1,
+            d_encoder_batchnorm: false,
+        };
         Ok(Self {
             generator: Generator::new(cfg.noise_dim + cfg.classes, &arch, cfg.image_size, vb.pp("generator"))?,
             discriminator: AuxDiscriminator::new(cfg.hidden, cfg.classes, 0, cfg.image_size, vb.pp("discriminator"))?,

@@ -121,7 +121,14 @@ impl InfoGanConfig {
     }
 
     fn generator_architecture(&self) -> Architecture {
-        Architecture::Conv { g_hidden: self.hidden, d_channels: 64, code: 0, d_batchnorm: true, d_depth: 1 }
+        Architecture::Conv {
+            g_hidden: self.hidden,
+            d_channels: 64,
+            code: 0,
+            d_batchnorm: true,
+            d_depth: 1,
+            d_encoder_batchnorm: false,
+        }
     }
 }
 

@@ -39,6 +39,12 @@ pub enum Architecture {
         /// channels -> 1`). Checkpoints written before this field existed have 1.
         #[serde(default = "one")]
         d_depth: usize,
+        /// BatchNorm after D's second encoding convolution (depth 2 only), where the GAN
+        /// baseline's discriminator has its BatchNorm (the paper puts one after every weight layer
+        /// but D's first). Real and generated batches go through it separately, as in the
+        /// baseline. Off in the presets and in checkpoints written before this field existed.
+        #[serde(default)]
+        d_encoder_batchnorm: bool,
     },
     /// The paper's fully-connected MNIST networks: G is `z -> hidden (depth times) -> S^2`, D
     /// encodes `S^2 -> hidden (depth - 1 times) -> code` and decodes `code -> hidden (depth - 1
@@ -87,6 +93,7 @@ impl Config {
                 code: 32,
                 d_batchnorm: false,
                 d_depth: 1,
+                d_encoder_batchnorm: false,
             },
             energy: Energy::MeanSquared,
             margin: 1.0,

@@ -26,7 +26,7 @@ pub struct GanConfig {
     /// The generator is built exactly as EBGAN's from this. For the discriminator, `Conv` gives
     /// conv 4x4/2 `1 -> d_channels`, conv 4x4/2 `d_channels -> 2 d_channels` (BatchNorm), a
     /// linear map to `d_hidden` and one logit; `FullyConnected` gives `S^2 -> hidden (depth - 1
-    /// times) -> d_hidden -> 1`. EBGAN's `code` and `d_batchnorm` are unused.
+    /// times) -> d_hidden -> 1`. EBGAN's `code`, `d_batchnorm` and `d_encoder_batchnorm` are unused.
     pub architecture: Architecture,
     /// Width of the discriminator's last hidden layer.
     pub d_hidden: usize,

@@ -159,6 +159,8 @@ pub enum Discriminator {
         enc_conv: Conv2d,
         /// `channels -> 2 channels`, halving the side again (depth 2 only).
         enc_conv2: Option<Conv2d>,
+        /// BatchNorm after `enc_conv2`, if the architecture has it.
+        enc_bn2: Option<BatchNorm>,
         /// Flattened encoder output `-> code`.
         enc_fc: Linear,
         /// `code ->` the encoder's output size.
@@ -186,9 +188,15 @@ impl Discriminator {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let s = cfg.image_size;
         Ok(match cfg.architecture {
-            Architecture::Conv { d_channels, code, d_batchnorm, d_depth, .. } => {
+            Architecture::Conv { d_channels, code, d_batchnorm, d_depth, d_encoder_batchnorm, .. } => {
                 if !(1..=2).contains(&d_depth) {
                     bail!("EBGAN conv discriminator depth must be 1 or 2, got {d_depth}");
+                }
+                if d_encoder_batchnorm && d_depth != 2 {
+                    bail!(
+                        "EBGAN conv discriminator: the encoder's BatchNorm follows its second convolution, \
+                         so it needs depth 2, got depth {d_depth}"
+                    );
                 }
                 let deep = d_depth == 2;
                 let inner = if deep { (2 * d_channels, s / 4) } else { (d_channels, s / 2) };
@@ -201,6 +209,7 @@ impl Discriminator {
                     } else {
                         None
                     },
+                    enc_bn2: if d_encoder_batchnorm { Some(bn(2 * d_channels, vb.pp("enc_bn2"))?) } else { None },
                     enc_fc: zoo_core::nn::linear(flat, code, vb.pp("enc_fc"))?,
                     dec_fc: zoo_core::nn::linear(code, flat, vb.pp("dec_fc"))?,
                     dec_bn: if d_batchnorm { Some(bn(flat, vb.pp("dec_bn"))?) } else { None },
@@ -222,15 +231,29 @@ impl Discriminator {
     }
 
     /// Energies, embeddings and reconstructions of images `x` `[B, 1, S, S]`; `train` switches the
-    /// decoder's BatchNorm (if any) to batch statistics.
+    /// BatchNorm layers (if any) to batch statistics.
     pub fn forward_t(&self, x: &Tensor, energy: Energy, train: bool) -> Result<Energies> {
         let (b, _, h, w) = x.dims4()?;
         let x = &to_signed(x)?;
         let (embedding, reconstruction) = match self {
-            Discriminator::Conv { enc_conv, enc_conv2, enc_fc, dec_fc, dec_bn, dec_conv2, dec_conv, inner } => {
+            Discriminator::Conv {
+                enc_conv,
+                enc_conv2,
+                enc_bn2,
+                enc_fc,
+                dec_fc,
+                dec_bn,
+                dec_conv2,
+                dec_conv,
+                inner,
+            } => {
                 let mut e = leaky_relu(&enc_conv.forward(x)?)?;
                 if let Some(c) = enc_conv2 {
-                    e = leaky_relu(&c.forward(&e)?)?;
+                    e = c.forward(&e)?;
+                    if let Some(bn) = enc_bn2 {
+                        e = bn.forward_t(&e, train)?;
+                    }
+                    e = leaky_relu(&e)?;
                 }
                 let code = enc_fc.forward(&e.flatten_from(1)?)?;
                 let mut d = dec_fc.forward(&code)?;
@@ -390,7 +413,11 @@ mod tests {
         if let Architecture::Conv { d_depth, .. } = &mut deep.architecture {
             *d_depth = 2;
         }
-        for cfg in [Config::mnist_conv(), deep, Config::paper_mnist_fc()] {
+        let mut deep_bn = deep.clone();
+        if let Architecture::Conv { d_encoder_batchnorm, .. } = &mut deep_bn.architecture {
+            *d_encoder_batchnorm = true;
+        }
+        for cfg in [Config::mnist_conv(), deep, deep_bn, Config::paper_mnist_fc()] {
             let m = model(&cfg);
             let mut rng = ZooRng::new(1);
             let x = digits(8);
@@ -423,11 +450,15 @@ mod tests {
             *d_depth = 2;
             *code = 128;
         }
+        let mut deep_bn = deep.clone();
+        if let Architecture::Conv { d_encoder_batchnorm, .. } = &mut deep_bn.architecture {
+            *d_encoder_batchnorm = true;
+        }
         let mut with_bn = Config::mnist_conv();
         if let Architecture::Conv { d_batchnorm, .. } = &mut with_bn.architecture {
             *d_batchnorm = true;
         }
-        for cfg in [Config::mnist_conv(), deep, with_bn, Config::paper_mnist_fc()] {
+        for cfg in [Config::mnist_conv(), deep, deep_bn, with_bn, Config::paper_mnist_fc()] {
             let m = model(&cfg);
             let z = m.latents(8, &mut ZooRng::new(1), &Device::Cpu).unwrap();
             let fake = m.generator.forward_t(&z, true).unwrap();
@@ -474,6 +505,17 @@ mod tests {
         }
         let err = Ebgan::new(&bad, &Device::Cpu).err().expect("depth 3 must be refused").to_string();
         assert!(err.contains("depth must be 1 or 2, got 3"), "{err}");
+        // The encoder's BatchNorm: absent from older configs, refused without a second convolution.
+        let mut old = serde_json::to_value(Config::mnist_conv()).unwrap();
+        old["architecture"].as_object_mut().unwrap().remove("d_encoder_batchnorm").unwrap();
+        let cfg: Config = serde_json::from_value(old).unwrap();
+        assert!(matches!(cfg.architecture, Architecture::Conv { d_encoder_batchnorm: false, .. }), "{cfg:?}");
+        let mut shallow_bn = Config::mnist_conv();
+        if let Architecture::Conv { d_encoder_batchnorm, .. } = &mut shallow_bn.architecture {
+            *d_encoder_batchnorm = true;
+        }
+        let err = Ebgan::new(&shallow_bn, &Device::Cpu).err().expect("depth 1 with encoder BatchNorm").to_string();
+        assert!(err.contains("needs depth 2, got depth 1"), "{err}");
     }
 
     #[test]
