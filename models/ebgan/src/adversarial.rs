@@ -164,6 +164,8 @@ pub fn scalar(t: &Tensor) -> Result<f64> {
 }
 
 /// A trained generator of either family of this crate, chosen by the checkpoint's metadata.
+// One is held per loaded checkpoint, beside megabytes of weights: boxing saves nothing worth it.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyModel {
     /// An energy-based GAN.
     Ebgan(crate::Ebgan),
